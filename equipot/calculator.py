@@ -1,0 +1,54 @@
+"""ASE calculator: any equipot model drives ASE's MD, relaxations, phonons …"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from torch_geometric.data import Batch
+
+from equipot import keys
+from equipot.data.graph import atoms_to_graph
+from equipot.model.checkpoint import load
+from equipot.model.potential import Potential
+
+
+class EquipotCalculator(Calculator):
+    """Energy, free energy (= energy), forces, per-atom energies and, for periodic cells, stress.
+
+    ``model_or_path`` is a Potential or a model file; ``dtype`` applies when loading a file.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+
+    def __init__(self, model_or_path: Potential | str | Path, device: str = "cpu",
+                 dtype: torch.dtype = torch.float32, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(model_or_path, Potential):
+            self.model = model_or_path.to(device).eval()
+        else:
+            self.model = load(model_or_path, device=device, dtype=dtype)
+        self.device = torch.device(device)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        want_stress = "stress" in properties
+        if want_stress and not self.atoms.pbc.any():
+            raise PropertyNotImplementedError(
+                "stress is defined for periodic structures only; this one has pbc=False")
+        self.model.check_species(self.atoms.numbers)
+        graph = atoms_to_graph(self.atoms, self.model.cutoff)
+        batch = Batch.from_data_list([graph]).to(self.device)
+        out = self.model(batch, compute_forces=True, compute_stress=want_stress)
+        energy = float(out[keys.ENERGY][0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out[keys.ATOMIC_ENERGIES].detach().cpu().numpy(),
+            "forces": out[keys.FORCES].detach().cpu().double().numpy(),
+        }
+        if want_stress:
+            stress = out[keys.STRESS][0].detach().cpu().double().numpy()
+            self.results["stress"] = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]

@@ -1,0 +1,115 @@
+"""A dataset of graphs stored as a few concatenated tensors, cached on disk.
+
+Converting structures to graphs (reading, validating, neighbour lists) is done once per file
+and settings; the result is saved as plain tensors, so the cache loads with
+``torch.load(weights_only=True)`` and is reused while the file's bytes and the settings are
+unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import ase
+import torch
+from torch_geometric.data import Data
+
+from equipot import keys
+from equipot.data.graph import atoms_to_graph
+from equipot.data.reading import LabelKeys, read_labels, read_structures
+from equipot.io import atomic_save
+
+CACHE_FORMAT = 1
+PER_ATOM = (keys.ATOMIC_NUMBERS, keys.POSITIONS, keys.FORCES)
+PER_EDGE = (keys.EDGE_INDEX, keys.SHIFTS)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("EQUIPOT_CACHE", Path.home() / ".cache" / "equipot"))
+
+
+class GraphDataset(torch.utils.data.Dataset):
+    """Graphs of many structures; ``dataset[i]`` is a torch_geometric ``Data``."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], source: str):
+        self.tensors = tensors
+        self.source = source
+        self.atom_ptr = torch.cat([torch.zeros(1, dtype=torch.long),
+                                   tensors[keys.NUM_ATOMS].cumsum(0)])
+        self.edge_ptr = torch.cat([torch.zeros(1, dtype=torch.long),
+                                   tensors["num_edges"].cumsum(0)])
+
+    def __len__(self) -> int:
+        return len(self.tensors[keys.NUM_ATOMS])
+
+    @property
+    def fields(self) -> set[str]:
+        return set(self.tensors)
+
+    def __getitem__(self, index: int) -> Data:
+        atoms = slice(self.atom_ptr[index], self.atom_ptr[index + 1])
+        edges = slice(self.edge_ptr[index], self.edge_ptr[index + 1])
+        fields = {}
+        for name, tensor in self.tensors.items():
+            if name in PER_ATOM:
+                fields[name] = tensor[atoms]
+            elif name == keys.EDGE_INDEX:
+                fields[name] = tensor[:, edges]
+            elif name == keys.SHIFTS:
+                fields[name] = tensor[edges]
+            elif name != "num_edges":
+                fields[name] = tensor[index:index + 1]
+        return Data(**fields)
+
+    @classmethod
+    def from_atoms(cls, structures: list[ase.Atoms], cutoff: float,
+                   label_keys: LabelKeys = LabelKeys(), source: str = "<atoms>") -> GraphDataset:
+        """Validate and convert ``structures``; errors name ``source`` and the structure index."""
+        labels = read_labels(structures, label_keys, source)
+        graphs = [atoms_to_graph(atoms, cutoff, {field: values[index]
+                                                 for field, values in labels.items()},
+                                 source, index)
+                  for index, atoms in enumerate(structures)]
+        return cls(_concatenate(graphs), source)
+
+    @classmethod
+    def from_file(cls, path: str | Path, cutoff: float, label_keys: LabelKeys = LabelKeys(),
+                  cache_dir: str | Path | None = None) -> GraphDataset:
+        """Graphs of every structure in ``path``, from the cache when it is up to date.
+
+        ``cache_dir=None`` uses ``$EQUIPOT_CACHE`` or ``~/.cache/equipot``; ``False`` disables
+        caching.
+        """
+        path = Path(path)
+        if cache_dir is False:
+            return cls.from_atoms(read_structures(path), cutoff, label_keys, str(path))
+        if not path.is_file():
+            read_structures(path)  # raises the error that names the file
+        fingerprint = _fingerprint(path, cutoff, label_keys)
+        cache = Path(cache_dir or default_cache_dir()) / f"{path.stem}-{fingerprint}.pt"
+        if cache.is_file():
+            return cls(torch.load(cache, weights_only=True), str(path))
+        dataset = cls.from_atoms(read_structures(path), cutoff, label_keys, str(path))
+        atomic_save(dataset.tensors, cache)
+        return dataset
+
+
+def _fingerprint(path: Path, cutoff: float, label_keys: LabelKeys) -> str:
+    """Hash of the file's bytes and every setting that changes the graphs."""
+    digest = hashlib.sha256(path.read_bytes())
+    settings = {"cutoff": float(cutoff), "keys": list(label_keys.items()), "format": CACHE_FORMAT}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def _concatenate(graphs: list[Data]) -> dict[str, torch.Tensor]:
+    tensors = {
+        name: torch.cat([graph[name] for graph in graphs], dim=1 if name == keys.EDGE_INDEX else 0)
+        for name in graphs[0].keys()
+    }
+    tensors[keys.NUM_ATOMS] = torch.tensor([graph.num_nodes for graph in graphs])
+    tensors["num_edges"] = torch.tensor([graph.num_edges for graph in graphs])
+    return tensors

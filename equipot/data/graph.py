@@ -1,0 +1,54 @@
+"""One structure → one graph: atoms, cell, periodicity, radial-cutoff edges and labels."""
+
+from __future__ import annotations
+
+import ase
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from equipot import keys
+from equipot.data.neighbors import neighbor_list
+from equipot.errors import EquipotInputError
+
+MIN_DISTANCE = 0.1  # Å; closer atoms are an input error, not physics
+
+
+def atoms_to_graph(atoms: ase.Atoms, cutoff: float, labels: dict[str, np.ndarray] | None = None,
+                   source: str = "<atoms>", index: int | None = None) -> Data:
+    """The graph of ``atoms`` with every pair closer than ``cutoff`` (Å) as two edges.
+
+    Floating-point fields are float64; the model casts them to its own dtype. ``labels`` maps
+    ``keys.ENERGY`` / ``FORCES`` / ``STRESS`` to validated arrays (see ``read_labels``).
+    """
+    positions = np.asarray(atoms.positions, dtype=np.float64)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    if not np.all(np.isfinite(positions)):
+        raise EquipotInputError("contains NaN or inf", source, index, "positions")
+    if not np.all(np.isfinite(cell[pbc])):
+        raise EquipotInputError("contains NaN or inf", source, index, "cell")
+    if pbc.any() and np.linalg.matrix_rank(cell[pbc]) < pbc.sum():
+        raise EquipotInputError("periodic lattice vectors are degenerate", source, index, "cell")
+
+    centre, neighbour, shifts = neighbor_list(positions, cell, pbc, cutoff)
+    vectors = positions[neighbour] - positions[centre] + shifts @ cell
+    distances = np.linalg.norm(vectors, axis=1)
+    if distances.size and distances.min() < MIN_DISTANCE:
+        edge = int(distances.argmin())
+        raise EquipotInputError(
+            f"atoms {centre[edge]} and {neighbour[edge]} overlap: distance "
+            f"{distances[edge]:.3g} Å < {MIN_DISTANCE} Å", source, index, "positions")
+
+    fields = {
+        keys.ATOMIC_NUMBERS: torch.as_tensor(atoms.numbers, dtype=torch.long),
+        keys.POSITIONS: torch.as_tensor(positions),
+        keys.CELL: torch.as_tensor(cell).unsqueeze(0),
+        keys.PBC: torch.as_tensor(pbc).unsqueeze(0),
+        keys.EDGE_INDEX: torch.as_tensor(np.stack([centre, neighbour])),
+        keys.SHIFTS: torch.as_tensor(shifts, dtype=torch.float64),
+    }
+    for field, value in (labels or {}).items():
+        value = torch.as_tensor(value, dtype=torch.float64)
+        fields[field] = value if field == keys.FORCES else value.unsqueeze(0)
+    return Data(**fields)

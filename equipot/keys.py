@@ -1,0 +1,22 @@
+"""Field names of graphs, batches and model outputs: the one place they are spelled.
+
+Shapes use N atoms, E edges, G structures (graphs) in a batch. Units are ASE's: Å, eV.
+"""
+
+# Inputs of a structure.
+ATOMIC_NUMBERS = "z"  # [N] int64
+POSITIONS = "pos"  # [N, 3] Å
+CELL = "cell"  # [G, 3, 3] Å, rows are lattice vectors; ignored along non-periodic axes
+PBC = "pbc"  # [G, 3] bool, periodicity of each lattice vector
+EDGE_INDEX = "edge_index"  # [2, E] int64, (centre i, neighbour j); both directions listed
+SHIFTS = "shifts"  # [E, 3] integer cell shifts S: r_ij = pos[j] - pos[i] + S @ cell
+BATCH = "batch"  # [N] int64, structure index of each atom (set by torch_geometric)
+NUM_ATOMS = "num_atoms"  # [G] int64
+
+# Labels and predictions.
+ENERGY = "energy"  # [G] eV, total potential energy
+FORCES = "forces"  # [N, 3] eV/Å, -dE/dpos
+STRESS = "stress"  # [G, 3, 3] eV/Å³, (1/V) dE/dstrain, ASE's sign
+ATOMIC_ENERGIES = "energies"  # [N] eV, per-atom contributions summing to ENERGY
+
+LABELS = (ENERGY, FORCES, STRESS)

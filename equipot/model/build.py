@@ -1,0 +1,75 @@
+"""Model config (a plain dict) → Potential: the one function every entry point uses.
+
+A model config holds the architecture (``block``, sizes, ``cutoff`` …) and the training-set
+statistics (``species``, ``reference_energies``, ``shift``, ``scale``, ``avg_num_neighbors``),
+so that a saved config and state dict rebuild the model with no data, Hydra or omegaconf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import contextmanager
+
+import torch
+
+from equipot.model.potential import Potential
+from equipot.nn.embedding import SpeciesEmbedding
+from equipot.nn.energy_terms import ENERGY_TERMS
+from equipot.nn.radial import BesselBasis, PolynomialEnvelope
+from equipot.nn.readout import ScalarReadout
+from equipot.nn.schnet import SchNetInteraction
+
+BLOCKS = {"schnet": SchNetInteraction}
+
+STATISTICS = ("species", "reference_energies", "shift", "scale", "avg_num_neighbors")
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Potential:
+    """A freshly initialised Potential with parameters in ``dtype``.
+
+    Keys: block, cutoff, num_features, num_blocks, num_radial, envelope_exponent,
+    readout_hidden, block_options (dict), energy_terms (list of {name, **options}) and the
+    statistics (see ``equipot.data.statistics.compute_statistics``).
+    """
+    missing = [key for key in STATISTICS if key not in config]
+    if missing:
+        raise ValueError(f"model config lacks training statistics {missing}")
+    if config["block"] not in BLOCKS:
+        raise ValueError(f"unknown interaction block '{config['block']}'; "
+                         f"available: {sorted(BLOCKS)}")
+    block_class = BLOCKS[config["block"]]
+    num_features, cutoff = int(config["num_features"]), float(config["cutoff"])
+    num_radial = int(config.get("num_radial", 8))
+    with _default_dtype(dtype):
+        blocks = [block_class(num_features=num_features, num_radial=num_radial,
+                              avg_num_neighbors=float(config["avg_num_neighbors"]),
+                              **dict(config.get("block_options") or {}))
+                  for _ in range(int(config["num_blocks"]))]
+        terms = []
+        for term in config.get("energy_terms") or []:
+            options = dict(term)
+            name = options.pop("name")
+            if name not in ENERGY_TERMS:
+                raise ValueError(f"unknown energy term '{name}'; available: {sorted(ENERGY_TERMS)}")
+            terms.append(ENERGY_TERMS[name](species=list(config["species"]), cutoff=cutoff,
+                                            **options))
+        return Potential(
+            species=config["species"], cutoff=cutoff,
+            embedding=SpeciesEmbedding(len(config["species"]), num_features),
+            radial_basis=BesselBasis(cutoff, num_radial),
+            envelope=PolynomialEnvelope(cutoff, int(config.get("envelope_exponent", 6))),
+            blocks=blocks,
+            readout=ScalarReadout(blocks[-1].irreps_out if blocks else f"{num_features}x0e",
+                                  int(config.get("readout_hidden", num_features // 2))),
+            reference_energies=config["reference_energies"], shift=config["shift"],
+            scale=config["scale"], energy_terms=terms)

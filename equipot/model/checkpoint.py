@@ -1,0 +1,83 @@
+"""The model file: a plain, versioned dict that loads with ``torch.load(weights_only=True)``.
+
+    {format_version, equipot_version, model_config, state_dict, metadata}
+
+No pickled modules: the architecture is rebuilt from ``model_config`` by ``build_potential``,
+so a model file survives refactoring. Older formats are upgraded by ``MIGRATIONS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from equipot.errors import EquipotInputError
+from equipot.io import atomic_save
+from equipot.model.build import build_potential
+from equipot.model.potential import Potential
+from equipot.version import __version__
+
+FORMAT_VERSION = 1
+# format_version k → function upgrading a format-k dict to format k + 1.
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+
+
+def save_model(path: str | Path, model: Potential, model_config: Mapping,
+               metadata: Mapping | None = None) -> None:
+    """Write the model file atomically (a crash leaves the previous file or none)."""
+    checkpoint = {
+        "format_version": FORMAT_VERSION,
+        "equipot_version": __version__,
+        "model_config": _plain(model_config),
+        "state_dict": {name: tensor.detach().cpu() for name, tensor in
+                       model.state_dict().items()},
+        "metadata": _plain(metadata or {}),
+    }
+    atomic_save(checkpoint, path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict of ``path``, migrated to the current format."""
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise EquipotInputError("no such model file", source=path) from None
+    except Exception as error:
+        raise EquipotInputError(f"not an equipot model file ({type(error).__name__}: {error})",
+                                source=path) from error
+    if not isinstance(checkpoint, dict) or "format_version" not in checkpoint:
+        raise EquipotInputError("not an equipot model file (no format_version)", source=path)
+    version = checkpoint["format_version"]
+    if version > FORMAT_VERSION:
+        raise EquipotInputError(f"model file format {version} is newer than this equipot "
+                                f"({__version__}) reads (≤ {FORMAT_VERSION}); upgrade equipot",
+                                source=path)
+    while version < FORMAT_VERSION:
+        checkpoint = MIGRATIONS[version](checkpoint)
+        version = checkpoint["format_version"]
+    return checkpoint
+
+
+def load(path: str | Path, device: str | torch.device = "cpu",
+         dtype: torch.dtype = torch.float32) -> Potential:
+    """The Potential saved in ``path``, in eval mode on ``device`` with parameters in ``dtype``."""
+    checkpoint = read_checkpoint(path)
+    model = build_potential(checkpoint["model_config"], dtype=dtype)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.metadata = checkpoint["metadata"]
+    model.model_config = checkpoint["model_config"]
+    return model.to(device).eval()
+
+
+def _plain(value):
+    """Containers of builtins only (omegaconf and numpy values converted), for weights_only."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        return [_plain(item) for item in value]
+    if hasattr(value, "item") and not isinstance(value, torch.Tensor):
+        return value.item()
+    return value

@@ -1,0 +1,137 @@
+"""The Potential: structure → energy, and the one place where forces and stress are taken.
+
+    E = Σ_i [ E0(z_i) + shift + scale · readout(h_i) + Σ_terms e_i ],
+    h = blocks(embedding(z), edge geometry)
+    F = −∂E/∂pos,   σ = (1/V) ∂E/∂ε  (ε: symmetric strain applied to positions and cell)
+
+The network runs in its own dtype (float32 by default); per-atom energies are summed in
+float64 with the float64 reference energies, so totals of thousands of eV keep meV precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from equipot import keys
+from equipot.errors import EquipotInputError
+from equipot.nn.geometry import Geometry
+from equipot.nn.scatter import scatter_sum
+
+
+def check_irreps_chain(named_modules: Sequence[tuple[str, nn.Module]]) -> None:
+    """Fail at build time, naming both modules, when one's output irreps ≠ the next one's input."""
+    for (name_a, a), (name_b, b) in zip(named_modules[:-1], named_modules[1:]):
+        if a.irreps_out != b.irreps_in:
+            raise ValueError(f"{name_a} gives irreps {a.irreps_out}, but {name_b} takes "
+                             f"{b.irreps_in}: the model's blocks do not fit together")
+
+
+class Potential(nn.Module):
+    def __init__(self, species: Sequence[int], cutoff: float, embedding: nn.Module,
+                 radial_basis: nn.Module, envelope: nn.Module, blocks: Sequence[nn.Module],
+                 readout: nn.Module, reference_energies: Sequence[float], shift: float,
+                 scale: float, energy_terms: Sequence[nn.Module] = ()):
+        super().__init__()
+        check_irreps_chain([("embedding", embedding)]
+                           + [(f"block {k} ({type(block).__name__})", block)
+                              for k, block in enumerate(blocks)]
+                           + [("readout", readout)])
+        self.species = [int(z) for z in species]
+        self.cutoff = float(cutoff)
+        self.shift, self.scale = float(shift), float(scale)
+        self.embedding = embedding
+        self.radial_basis = radial_basis
+        self.envelope = envelope
+        self.blocks = nn.ModuleList(blocks)
+        self.readout = readout
+        self.energy_terms = nn.ModuleList(energy_terms)
+        lookup = torch.full((max(self.species) + 1,), -1, dtype=torch.long)
+        lookup[self.species] = torch.arange(len(self.species))
+        self.register_buffer("species_of_z", lookup, persistent=False)
+        self.register_buffer("reference_energies",
+                             torch.tensor(reference_energies, dtype=torch.float64),
+                             persistent=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def check_species(self, atomic_numbers: np.ndarray, source: str = "<atoms>",
+                      index: int | None = None) -> None:
+        """Raise a clear error for elements the model was not trained on."""
+        unknown = sorted(set(np.asarray(atomic_numbers).tolist()) - set(self.species))
+        if unknown:
+            raise EquipotInputError(f"elements {unknown} are unknown to the model (trained on "
+                                    f"{self.species})", source, index, keys.ATOMIC_NUMBERS)
+
+    def forward(self, batch, compute_forces: bool = True, compute_stress: bool = False,
+                create_graph: bool | None = None) -> dict[str, torch.Tensor]:
+        """Energies [G] and per-atom energies [N] (float64, eV); forces [N, 3] (eV/Å) and
+        stress [G, 3, 3] (eV/Å³, zero for non-periodic structures) when asked for.
+
+        ``create_graph`` (default: ``self.training``) keeps the graph of forces and stress
+        for a loss on them; inference skips the double-backward graph.
+        """
+        create_graph = self.training if create_graph is None else create_graph
+        with torch.set_grad_enabled(torch.is_grad_enabled() or compute_forces or compute_stress):
+            return self._forward(batch, compute_forces, compute_stress, create_graph)
+
+    def _forward(self, batch, compute_forces, compute_stress, create_graph):
+        dtype = self.dtype
+        z = batch[keys.ATOMIC_NUMBERS]
+        atom_graph = batch[keys.BATCH]
+        num_graphs = batch.num_graphs
+        positions = batch[keys.POSITIONS].to(dtype)
+        cell = batch[keys.CELL].to(dtype)
+        if compute_forces:
+            positions = positions.detach().requires_grad_(True)
+        gradient_inputs = [positions] if compute_forces else []
+        volume = torch.linalg.det(cell).abs()
+        if compute_stress:
+            # E(ε) with positions and cell deformed by (1 + ε), ε symmetric; σ = (1/V) ∂E/∂ε.
+            displacement = torch.zeros_like(cell, requires_grad=True)
+            gradient_inputs.append(displacement)
+            strain = 0.5 * (displacement + displacement.transpose(1, 2))
+            positions = positions + torch.einsum("ni,nij->nj", positions, strain[atom_graph])
+            cell = cell + cell @ strain
+
+        centre, neighbour = batch[keys.EDGE_INDEX]
+        shifts = batch[keys.SHIFTS].to(dtype)
+        vectors = (positions[neighbour] - positions[centre]
+                   + torch.einsum("ei,eij->ej", shifts, cell[atom_graph[centre]]))
+        lengths = torch.linalg.vector_norm(vectors, dim=-1)
+        species = self.species_of_z[z]
+        geometry = Geometry(
+            atomic_numbers=z, species=species, batch=atom_graph, num_graphs=num_graphs,
+            positions=positions, cell=cell, pbc=batch[keys.PBC], centre=centre,
+            neighbour=neighbour, vectors=vectors, lengths=lengths,
+            radial_basis=self.radial_basis(lengths), envelope=self.envelope(lengths))
+
+        features = self.embedding(species)
+        for block in self.blocks:
+            features = block(features, geometry)
+        atomic_energies = (self.scale * self.readout(features) + self.shift).double()
+        atomic_energies = atomic_energies + self.reference_energies[species]
+        for term in self.energy_terms:
+            atomic_energies = atomic_energies + term(geometry).double()
+        energy = scatter_sum(atomic_energies, atom_graph, num_graphs)
+        out = {keys.ENERGY: energy, keys.ATOMIC_ENERGIES: atomic_energies}
+        if not gradient_inputs:
+            return out
+
+        gradients = torch.autograd.grad(energy.sum(), gradient_inputs, create_graph=create_graph,
+                                        allow_unused=True, materialize_grads=True)
+        if compute_forces:
+            out[keys.FORCES] = -gradients[0]
+        if compute_stress:
+            periodic = batch[keys.PBC].any(dim=1)
+            safe_volume = torch.where(periodic, volume, torch.ones_like(volume))
+            stress = gradients[-1] / safe_volume[:, None, None]
+            out[keys.STRESS] = torch.where(periodic[:, None, None], stress, torch.zeros_like(stress))
+        if not create_graph:  # autograd.grad freed the graph: nothing can flow back any more
+            out = {name: value.detach() for name, value in out.items()}
+        return out

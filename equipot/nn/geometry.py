@@ -1,0 +1,35 @@
+"""What interaction blocks and energy terms see of a batch: atoms, edges and edge geometry.
+
+Built once per forward pass by the Potential from (possibly strained) positions and cell, so
+that every block shares the same edge vectors and radial basis and gradients flow back to
+positions and strain in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Geometry:
+    """Shapes: N atoms, E edges, G structures, B radial basis functions."""
+
+    atomic_numbers: torch.Tensor  # [N] int64
+    species: torch.Tensor  # [N] int64, index into the model's species list
+    batch: torch.Tensor  # [N] int64, structure of each atom
+    num_graphs: int
+    positions: torch.Tensor  # [N, 3] Å
+    cell: torch.Tensor  # [G, 3, 3] Å
+    pbc: torch.Tensor  # [G, 3] bool
+    centre: torch.Tensor  # [E] int64, atom i receiving the message
+    neighbour: torch.Tensor  # [E] int64, atom j sending it
+    vectors: torch.Tensor  # [E, 3] Å, r_ij = pos[j] − pos[i] + S @ cell
+    lengths: torch.Tensor  # [E] Å
+    radial_basis: torch.Tensor  # [E, B], raw radial basis of the lengths
+    envelope: torch.Tensor  # [E], smooth cutoff envelope, 1 at r = 0 and 0 from the cutoff
+
+    @property
+    def num_atoms(self) -> int:
+        return self.atomic_numbers.shape[0]
