@@ -18,13 +18,14 @@ from equipot.model.potential import Potential
 class EquipotCalculator(Calculator):
     """Energy, free energy (= energy), forces, per-atom energies and, for periodic cells, stress.
 
-    ``model_or_path`` is a Potential or a model file; ``dtype`` applies when loading a file.
+    ``model_or_path`` is a Potential or a model file; ``dtype`` applies when loading a file
+    (default: the dtype it was trained in).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
     def __init__(self, model_or_path: Potential | str | Path, device: str = "cpu",
-                 dtype: torch.dtype = torch.float32, **kwargs):
+                 dtype: torch.dtype | None = None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(model_or_path, Potential):
             self.model = model_or_path.to(device).eval()
@@ -38,6 +39,10 @@ class EquipotCalculator(Calculator):
         if want_stress and not self.atoms.pbc.any():
             raise PropertyNotImplementedError(
                 "stress is defined for periodic structures only; this one has pbc=False")
+        if want_stress and abs(self.atoms.cell.volume) < 1e-8:
+            raise PropertyNotImplementedError(
+                "stress needs a cell with a volume; give the non-periodic direction of this "
+                "slab or wire a cell vector (its length sets the volume the stress refers to)")
         self.model.check_species(self.atoms.numbers)
         graph = atoms_to_graph(self.atoms, self.model.cutoff)
         batch = Batch.from_data_list([graph]).to(self.device)

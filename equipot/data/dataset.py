@@ -65,6 +65,11 @@ class GraphDataset(torch.utils.data.Dataset):
         return Data(**fields)
 
     @classmethod
+    def subset(cls, dataset: GraphDataset, indices) -> GraphDataset:
+        """A new dataset holding the structures ``indices`` of ``dataset``."""
+        return cls(_concatenate([dataset[int(index)] for index in indices]), dataset.source)
+
+    @classmethod
     def from_atoms(cls, structures: list[ase.Atoms], cutoff: float,
                    label_keys: LabelKeys = LabelKeys(), source: str = "<atoms>") -> GraphDataset:
         """Validate and convert ``structures``; errors name ``source`` and the structure index."""

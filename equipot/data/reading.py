@@ -66,7 +66,10 @@ def _as_stress_matrix(value: np.ndarray) -> np.ndarray | None:
 
 
 def _validated(field: str, value, num_atoms: int, source, index) -> np.ndarray:
-    array = np.asarray(value, dtype=np.float64)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise EquipotInputError(f"not numeric: {value!r}", source, index, field) from None
     if field == keys.ENERGY:
         if array.size != 1:
             raise EquipotInputError(f"expected one number, got shape {array.shape}",

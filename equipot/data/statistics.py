@@ -26,7 +26,8 @@ def isolated_atom_energies(path: str | Path, energy_key: str = "energy") -> dict
     structures = read_structures(path)
     for index, atoms in enumerate(structures):
         if len(atoms) != 1:
-            raise EquipotInputError(f"expected one atom, found {len(atoms)}", path, index)
+            raise EquipotInputError(f"expected one atom, found {len(atoms)}", path, index,
+                                    keys.ATOMIC_NUMBERS)
     labels = read_labels(structures, LabelKeys(energy=energy_key, forces=None, stress=None),
                          str(path))
     return {int(atoms.numbers[0]): float(energy)
@@ -77,5 +78,5 @@ def compute_statistics(dataset: GraphDataset, isolated_atoms: dict[int, float] |
         "reference_energies": [float(e) for e in reference],
         "shift": shift,
         "scale": scale if scale > 1e-8 else 1.0,
-        "avg_num_neighbors": float(dataset.tensors["num_edges"].sum() / num_atoms.sum()),
+        "avg_num_neighbors": float(dataset.tensors["num_edges"].sum()) / float(num_atoms.sum()),
     }

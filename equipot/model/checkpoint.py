@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from equipot.errors import EquipotInputError
@@ -51,20 +52,32 @@ def read_checkpoint(path: str | Path) -> dict:
     if not isinstance(checkpoint, dict) or "format_version" not in checkpoint:
         raise EquipotInputError("not an equipot model file (no format_version)", source=path)
     version = checkpoint["format_version"]
+    if not isinstance(version, int) or version < 1:
+        raise EquipotInputError(f"invalid format_version {version!r}", source=path)
     if version > FORMAT_VERSION:
         raise EquipotInputError(f"model file format {version} is newer than this equipot "
                                 f"({__version__}) reads (≤ {FORMAT_VERSION}); upgrade equipot",
                                 source=path)
     while version < FORMAT_VERSION:
+        if version not in MIGRATIONS:
+            raise EquipotInputError(f"no migration from model file format {version}",
+                                    source=path)
         checkpoint = MIGRATIONS[version](checkpoint)
+        if checkpoint["format_version"] != version + 1:
+            raise RuntimeError(f"migration from format {version} must give format {version + 1}")
         version = checkpoint["format_version"]
     return checkpoint
 
 
 def load(path: str | Path, device: str | torch.device = "cpu",
-         dtype: torch.dtype = torch.float32) -> Potential:
-    """The Potential saved in ``path``, in eval mode on ``device`` with parameters in ``dtype``."""
+         dtype: torch.dtype | None = None) -> Potential:
+    """The Potential saved in ``path``, in eval mode on ``device``.
+
+    Parameters are in ``dtype``, by default the dtype the model was trained in.
+    """
     checkpoint = read_checkpoint(path)
+    if dtype is None:
+        dtype = getattr(torch, checkpoint["metadata"].get("dtype", "float32"))
     model = build_potential(checkpoint["model_config"], dtype=dtype)
     model.load_state_dict(checkpoint["state_dict"])
     model.metadata = checkpoint["metadata"]
@@ -73,11 +86,14 @@ def load(path: str | Path, device: str | torch.device = "cpu",
 
 
 def _plain(value):
-    """Containers of builtins only (omegaconf and numpy values converted), for weights_only."""
+    """Containers of builtins only (numpy and torch values converted), for weights_only."""
     if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        return {key if isinstance(key, (str, int)) else str(key): _plain(item)
+                for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
-    if hasattr(value, "item") and not isinstance(value, torch.Tensor):
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, np.generic):
         return value.item()
     return value

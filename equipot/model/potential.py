@@ -4,8 +4,10 @@
     h = blocks(embedding(z), edge geometry)
     F = −∂E/∂pos,   σ = (1/V) ∂E/∂ε  (ε: symmetric strain applied to positions and cell)
 
-The network runs in its own dtype (float32 by default); per-atom energies are summed in
+The network runs in its own dtype (float32 by default). Edge vectors are formed in float64
+(positions far from the origin keep their precision) and per-atom energies are summed in
 float64 with the float64 reference energies, so totals of thousands of eV keep meV precision.
+Forces and stress come back in float64.
 """
 
 from __future__ import annotations
@@ -81,12 +83,13 @@ class Potential(nn.Module):
             return self._forward(batch, compute_forces, compute_stress, create_graph)
 
     def _forward(self, batch, compute_forces, compute_stress, create_graph):
+        # Edge geometry in float64 (exact far from the origin, in big cells), network in dtype.
         dtype = self.dtype
         z = batch[keys.ATOMIC_NUMBERS]
         atom_graph = batch[keys.BATCH]
         num_graphs = batch.num_graphs
-        positions = batch[keys.POSITIONS].to(dtype)
-        cell = batch[keys.CELL].to(dtype)
+        positions = batch[keys.POSITIONS].to(torch.float64)
+        cell = batch[keys.CELL].to(torch.float64)
         if compute_forces:
             positions = positions.detach().requires_grad_(True)
         gradient_inputs = [positions] if compute_forces else []
@@ -100,9 +103,9 @@ class Potential(nn.Module):
             cell = cell + cell @ strain
 
         centre, neighbour = batch[keys.EDGE_INDEX]
-        shifts = batch[keys.SHIFTS].to(dtype)
+        shifts = batch[keys.SHIFTS].to(torch.float64)
         vectors = (positions[neighbour] - positions[centre]
-                   + torch.einsum("ei,eij->ej", shifts, cell[atom_graph[centre]]))
+                   + torch.einsum("ei,eij->ej", shifts, cell[atom_graph[centre]])).to(dtype)
         lengths = torch.linalg.vector_norm(vectors, dim=-1)
         species = self.species_of_z[z]
         geometry = Geometry(

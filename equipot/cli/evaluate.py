@@ -1,0 +1,66 @@
+"""``equipot-evaluate``: error metrics of a model on any data file.
+
+    equipot-evaluate runs/x/model.pt test.xyz [--output-dir DIR]
+
+Prints a table of MAE and RMSE, writes ``metrics.json`` and parity plots (PNG) of per-atom
+energies and force components to DIR (default: ``evaluation/<data file stem>`` beside the model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from equipot import keys
+from equipot.data.dataset import GraphDataset
+from equipot.data.reading import LabelKeys
+from equipot.errors import EquipotInputError
+from equipot.evaluation import evaluate, format_table
+from equipot.io import atomic_write_text
+from equipot.model.checkpoint import load
+from equipot.plots import write_parity_plots
+
+
+def parse_arguments(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="equipot-evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("model", type=Path, help="model file (model.pt)")
+    parser.add_argument("data", type=Path, help="structures with reference labels")
+    parser.add_argument("--output-dir", type=Path, default=None)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--energy-key", default="energy")
+    parser.add_argument("--forces-key", default="forces")
+    parser.add_argument("--stress-key", default="stress")
+    parser.add_argument("--no-cache", action="store_true", help="do not cache the graphs")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
+    model = load(args.model, device=args.device)
+    label_keys = LabelKeys(args.energy_key, args.forces_key, args.stress_key)
+    dataset = GraphDataset.from_file(args.data, model.cutoff, label_keys,
+                                     cache_dir=False if args.no_cache else None)
+    model.check_species(dataset.tensors[keys.ATOMIC_NUMBERS].numpy(), source=str(args.data))
+    result = evaluate(model, dataset, batch_size=args.batch_size)
+    output_dir = args.output_dir or args.model.parent / "evaluation" / args.data.stem
+    print(f"{args.data}: {result.num_structures} structures\n{format_table(result.metrics)}")
+    report = {"model": str(args.model), "data": str(args.data),
+              "num_structures": result.num_structures, "metrics": result.metrics,
+              "units": "eV, eV/atom, eV/Å, eV/Å³"}
+    atomic_write_text(json.dumps(report, indent=2), output_dir / "metrics.json")
+    plots = write_parity_plots(result.pairs, output_dir)
+    print(f"wrote {output_dir / 'metrics.json'} and {', '.join(p.name for p in plots)}")
+    return result.metrics
+
+
+def main(argv=None) -> None:
+    try:
+        run(parse_arguments(argv))
+    except EquipotInputError as error:
+        sys.exit(f"equipot-evaluate: error: {error}")
+
+
+if __name__ == "__main__":
+    main()

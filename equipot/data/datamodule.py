@@ -1,0 +1,101 @@
+"""Lightning data module: training, validation and test sets from files, or split from one.
+
+Splits are by fraction or count with a seed; separate files take precedence. Every set is
+checked against the training set's elements so that a model never meets an unknown one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+from torch_geometric.loader import DataLoader
+
+from equipot import keys
+from equipot.data.dataset import GraphDataset
+from equipot.data.reading import LabelKeys
+from equipot.errors import EquipotInputError
+
+
+def held_out_size(total: int, remaining: int, fraction: float | None, count: int | None,
+                  what: str, source: str) -> int:
+    """Structures to hold out: ``count``, or ``fraction`` of all ``total`` in the file."""
+    size = int(count) if count is not None else int(round((fraction or 0.0) * total))
+    if not 0 <= size < remaining:
+        raise EquipotInputError(f"cannot hold out {size} of {total} structures for {what}: "
+                                f"{remaining} remain and training needs at least one",
+                                source=source)
+    return size
+
+
+class AtomisticDataModule(pl.LightningDataModule):
+    def __init__(self, train: str, cutoff: float, valid: str | None = None,
+                 test: str | None = None, valid_fraction: float | None = 0.05,
+                 valid_count: int | None = None, test_fraction: float | None = None,
+                 test_count: int | None = None, seed: int = 0, batch_size: int = 16,
+                 eval_batch_size: int | None = None, energy_key: str | None = "energy",
+                 forces_key: str | None = "forces", stress_key: str | None = "stress",
+                 cache_dir: str | None = None, num_workers: int = 0):
+        super().__init__()
+        self.paths = {"train": train, "valid": valid, "test": test}
+        self.cutoff = cutoff
+        self.label_keys = LabelKeys(energy_key, forces_key, stress_key)
+        self.split = {"valid": (valid_fraction, valid_count), "test": (test_fraction, test_count)}
+        self.seed = seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.cache_dir = cache_dir
+        self.num_workers = num_workers
+        self.sets: dict[str, GraphDataset] = {}
+        self.indices: dict[str, list[int]] = {}  # positions in the training file, per split
+
+    def _load(self, path: str) -> GraphDataset:
+        return GraphDataset.from_file(path, self.cutoff, self.label_keys, self.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.sets:
+            return
+        full = self._load(self.paths["train"])
+        order = np.random.default_rng(self.seed).permutation(len(full))
+        held_out = {}
+        for name in ("valid", "test"):
+            if self.paths[name] is not None:
+                held_out[name] = self._load(self.paths[name])
+            else:
+                size = held_out_size(len(full), len(order), *self.split[name], what=name,
+                                     source=self.paths["train"])
+                if size:
+                    self.indices[name] = order[:size].tolist()
+                    held_out[name] = GraphDataset.subset(full, order[:size])
+                    order = order[size:]
+        if "valid" not in held_out:
+            raise EquipotInputError("no validation data: give data.valid or a valid split",
+                                    source=self.paths["train"])
+        self.indices["train"] = order.tolist()
+        self.sets = {"train": GraphDataset.subset(full, order), **held_out}
+        species = set(self.sets["train"].tensors[keys.ATOMIC_NUMBERS].tolist())
+        for name, dataset in held_out.items():
+            unknown = set(dataset.tensors[keys.ATOMIC_NUMBERS].tolist()) - species
+            if unknown:
+                raise EquipotInputError(
+                    f"elements {sorted(unknown)} of the {name} set do not occur in the "
+                    f"training set", source=dataset.source, field=keys.ATOMIC_NUMBERS)
+
+    @property
+    def labels(self) -> list[str]:
+        """Label fields of the training set (keys.ENERGY, FORCES, STRESS)."""
+        return [field for field in keys.LABELS if field in self.sets["train"].fields]
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.sets[name], shuffle=shuffle, num_workers=self.num_workers,
+                          batch_size=self.batch_size if name == "train" else self.eval_batch_size)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("valid", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False) if "test" in self.sets else []

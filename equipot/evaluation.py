@@ -1,0 +1,58 @@
+"""Predictions and error metrics of a Potential over a dataset (used after training and by
+``equipot-evaluate``, so both report the same numbers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch_geometric.loader import DataLoader
+
+from equipot import keys
+from equipot.model.potential import Potential
+from equipot.train.metrics import ErrorMetrics
+
+
+@dataclass
+class Evaluation:
+    """Metrics (eV, eV/Å, eV/Å³) and paired (reference, predicted) arrays for plots."""
+
+    metrics: dict[str, float]
+    num_structures: int
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def evaluate(model: Potential, dataset, batch_size: int = 32) -> Evaluation:
+    """Run ``model`` on every structure of ``dataset`` and score it against the labels."""
+    device = next(model.parameters()).device
+    metrics = ErrorMetrics().to(device)
+    fields = dataset[0].keys()
+    pairs = {field: ([], []) for field in (keys.ENERGY, keys.FORCES) if field in fields}
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        batch = batch.to(device)
+        predicted = model(batch, compute_forces=True,
+                          compute_stress=keys.STRESS in fields and bool(batch[keys.PBC].any()))
+        metrics.update(predicted, batch)
+        num_atoms = torch.bincount(batch[keys.BATCH], minlength=batch.num_graphs)
+        for field, (reference, prediction) in pairs.items():
+            scale = num_atoms if field == keys.ENERGY else 1  # energies per atom
+            reference.append((batch[field] / scale).detach().cpu().numpy().ravel())
+            prediction.append((predicted[field].double() / scale).detach().cpu().numpy().ravel())
+    return Evaluation(
+        metrics={name: float(value) for name, value in metrics.compute().items()},
+        num_structures=len(dataset),
+        pairs={field: (np.concatenate(ref), np.concatenate(pred))
+               for field, (ref, pred) in pairs.items()})
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """Metrics as a text table in meV units."""
+    rows = [("energy", "meV"), ("energy_per_atom", "meV/atom"), ("forces", "meV/Å"),
+            ("stress", "meV/Å³")]
+    lines = [f"{'quantity':<17}{'MAE':>12}{'RMSE':>12}  unit"]
+    for quantity, unit in rows:
+        if f"{quantity}_mae" in metrics:
+            lines.append(f"{quantity:<17}{1000 * metrics[f'{quantity}_mae']:>12.3f}"
+                         f"{1000 * metrics[f'{quantity}_rmse']:>12.3f}  {unit}")
+    return "\n".join(lines)

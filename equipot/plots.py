@@ -1,0 +1,38 @@
+"""Parity plots (prediction against reference) written as PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from equipot import keys  # noqa: E402
+from equipot.io import atomic_path  # noqa: E402
+
+LABELS = {keys.ENERGY: ("energy per atom", "eV/atom"), keys.FORCES: ("force components", "eV/Å")}
+
+
+def write_parity_plots(pairs: dict[str, tuple[np.ndarray, np.ndarray]], directory: Path
+                       ) -> list[Path]:
+    """One ``parity_<field>.png`` per field in ``pairs``; returns the paths written."""
+    written = []
+    for field, (reference, predicted) in pairs.items():
+        name, unit = LABELS[field]
+        figure, axis = plt.subplots(figsize=(4.5, 4.5))
+        axis.scatter(reference, predicted, s=3, alpha=0.5)
+        low, high = min(reference.min(), predicted.min()), max(reference.max(), predicted.max())
+        axis.plot([low, high], [low, high], color="black", linewidth=0.8)
+        mae = np.abs(predicted - reference).mean()
+        axis.set(xlabel=f"reference {name} ({unit})", ylabel=f"predicted {name} ({unit})",
+                 title=f"{name}: MAE {1000 * mae:.2f} m{unit}")
+        figure.tight_layout()
+        path = Path(directory) / f"parity_{field}.png"
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=120, format="png")
+        plt.close(figure)
+        written.append(path)
+    return written

@@ -1,0 +1,109 @@
+"""Lightning module: trains a Potential on energies, forces and stress.
+
+Validation, testing and the saved model use an exponential moving average (EMA) of the
+weights, which is smoother and more accurate than the last optimiser step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytorch_lightning as pl
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from equipot import keys
+from equipot.model.build import build_potential
+from equipot.model.potential import Potential
+from equipot.train.loss import WeightedLoss
+from equipot.train.metrics import ErrorMetrics
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class PotentialModule(pl.LightningModule):
+    """``model_config`` as for ``build_potential``; ``labels``: fields the training data has."""
+
+    def __init__(self, model_config: Mapping, labels: list[str], dtype: str = "float32",
+                 loss: Mapping | None = None, optimizer: Mapping | None = None,
+                 scheduler: Mapping | None = None, ema_decay: float | None = 0.99):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model_config = dict(model_config)
+        self.model = build_potential(self.model_config, dtype=DTYPES[dtype])
+        self.loss = WeightedLoss(**(loss or {}))
+        self.labels = set(labels)
+        self.optimizer_config = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0,
+                                 **(optimizer or {})}
+        self.scheduler_config = {"factor": 0.8, "patience": 10, "min_lr": 1e-6,
+                                 **(scheduler or {})}
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay),
+                                  use_buffers=True).requires_grad_(False)
+                    if ema_decay else None)
+        # Keyed "<stage>_errors": a ModuleDict key may not shadow nn.Module.train.
+        self.errors = torch.nn.ModuleDict({f"{stage}_errors": ErrorMetrics()
+                                           for stage in ("train", "val", "test")})
+
+    @property
+    def averaged_model(self) -> Potential:
+        """The weights used for validation, testing and the saved model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _predict(self, model: Potential, batch) -> dict:
+        return model(batch,
+                     compute_forces=keys.FORCES in self.labels and self.loss.needs(keys.FORCES),
+                     compute_stress=keys.STRESS in self.labels and self.loss.needs(keys.STRESS))
+
+    def training_step(self, batch, batch_idx):
+        predicted = self._predict(self.model, batch)
+        losses = self.loss(predicted, batch)
+        self.errors["train_errors"].update(predicted, batch)
+        self.log("train/loss", losses["total"].detach(), batch_size=batch.num_graphs,
+                 on_step=False, on_epoch=True, prog_bar=True)
+        return losses["total"]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def _evaluate(self, batch, stage: str) -> None:
+        with torch.enable_grad():
+            predicted = self._predict(self.averaged_model, batch)
+        losses = self.loss(predicted, batch)
+        self.errors[f"{stage}_errors"].update(predicted, batch)
+        self.log(f"{stage}/loss", losses["total"].detach(), batch_size=batch.num_graphs,
+                 on_epoch=True, prog_bar=stage == "val", sync_dist=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test")
+
+    def _log_metrics(self, stage: str) -> None:
+        values = self.errors[f"{stage}_errors"].compute()
+        for name, value in values.items():
+            self.log(f"{stage}/{name}", value, prog_bar=stage == "val" and name == "forces_mae")
+        self.errors[f"{stage}_errors"].reset()
+
+    def on_train_epoch_end(self):
+        self._log_metrics("train")
+
+    def on_validation_epoch_end(self):
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self):
+        self._log_metrics("test")
+
+    def configure_optimizers(self):
+        name = self.optimizer_config["name"].lower()
+        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+        if name not in optimizers:
+            raise ValueError(f"unknown optimizer '{name}'; available: {sorted(optimizers)}")
+        optimizer = optimizers[name](self.model.parameters(), lr=self.optimizer_config["lr"],
+                                     weight_decay=self.optimizer_config["weight_decay"])
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=self.scheduler_config["factor"],
+            patience=self.scheduler_config["patience"], min_lr=self.scheduler_config["min_lr"])
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}

@@ -1,0 +1,84 @@
+"""Shared fixtures of the physics and calculator tests: a small float64 model with random,
+scaled-up weights (so energies, forces and stress are far from zero) and test structures."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import add_adsorbate, bulk, fcc111, molecule
+
+from equipot import build_potential
+
+MODEL_CONFIG = dict(block="schnet", cutoff=4.0, num_features=16, num_blocks=2, num_radial=8,
+                    species=[1, 6, 8, 29], reference_energies=[-1.0, -2.0, -3.0, -4.0],
+                    shift=0.1, scale=2.0, avg_num_neighbors=10.0)
+
+
+def make_model(config=None, dtype=torch.float64, seed=0, weight_factor=2.5):
+    """A model with seeded random weights; block and readout weights are multiplied by
+    ``weight_factor`` so that the network part of the energy is large and non-linear."""
+    torch.manual_seed(seed)
+    model = build_potential(dict(config or MODEL_CONFIG), dtype=dtype)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.startswith(("blocks.", "readout.")):
+                parameter.mul_(weight_factor)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def model_config():
+    return dict(MODEL_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def build_model():
+    """Factory: build_model(config=None, dtype=torch.float64, seed=0, weight_factor=2.5)."""
+    return make_model
+
+
+@pytest.fixture(scope="session")
+def model():
+    """Shared float64 model in eval mode; tests must not modify it."""
+    return make_model()
+
+
+def make_ethanol(seed=1):
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def make_cu_cell(seed=2):
+    """Two Cu atoms in a triclinic cell whose lattice vectors (≈ 2.5, 2.6, 5.0 Å) are all
+    shorter than 2 × cutoff, so atoms see their own periodic images."""
+    atoms = bulk("Cu", "fcc", a=3.6).repeat((1, 1, 2))
+    distortion = np.eye(3) + np.random.default_rng(0).uniform(-0.05, 0.05, (3, 3))
+    atoms.set_cell(atoms.cell.array @ distortion, scale_atoms=True)
+    atoms.rattle(0.1, seed=seed)
+    return atoms
+
+
+def make_cu_slab(seed=3):
+    """Cu(111) slab with an O adatom, pbc = (T, T, F) with a 12 Å vacuum c vector."""
+    atoms = fcc111("Cu", size=(2, 2, 2), a=3.6, vacuum=6.0)
+    add_adsorbate(atoms, "O", 1.5, "fcc")
+    atoms.center(vacuum=6.0, axis=2)
+    atoms.pbc = [True, True, False]
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+@pytest.fixture
+def ethanol() -> Atoms:
+    return make_ethanol()
+
+
+@pytest.fixture
+def cu_cell() -> Atoms:
+    return make_cu_cell()
+
+
+@pytest.fixture
+def cu_slab() -> Atoms:
+    return make_cu_slab()
