@@ -118,13 +118,14 @@ def test_resume_continues_from_lightning_checkpoint(trained, workdir):
     assert epochs == {2}  # epochs 0 and 1 came from the checkpoint
 
 
-def test_energy_only_training_and_multirun_sweep(workdir):
+def test_energy_only_float64_training_and_multirun_sweep(workdir):
     run([str(BIN / "equipot-train"), "--multirun", "data.train=train.xyz",
          "data.valid=valid.xyz", "data.forces_key=null", "data.stress_key=null",
-         "optimizer.lr=0.001,0.002", "hydra.sweep.dir=sweep", *FAST], workdir)
+         "optimizer.lr=0.001,0.002", "dtype=float64", "hydra.sweep.dir=sweep", *FAST], workdir)
     for job in ("0", "1"):
         model = equipot.load(workdir / "sweep" / job / "model.pt")
         assert model.metadata["data"]["train"] == "train.xyz"
+        assert model.dtype == torch.float64  # loads in the dtype it was trained in
     csv = (workdir / "sweep/0/logs/metrics.csv").read_text()
     assert "val/energy_mae" in csv and "forces_mae" not in csv
     assert ("lr: 0.002" in (workdir / "sweep/1/config.yaml").read_text())

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from equipot import keys
+from equipot.cli import exit_on_input_error
 from equipot.data.dataset import GraphDataset
 from equipot.data.reading import LabelKeys
-from equipot.errors import EquipotInputError
 from equipot.evaluation import evaluate, format_table
 from equipot.io import atomic_write_text
 from equipot.model.checkpoint import load
@@ -56,10 +55,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> None:
-    try:
-        run(parse_arguments(argv))
-    except EquipotInputError as error:
-        sys.exit(f"equipot-evaluate: error: {error}")
+    exit_on_input_error("equipot-evaluate", lambda: run(parse_arguments(argv)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ E_tot, E_pot, E_kin and T every ``--interval`` steps, and reports the total-ener
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from ase.md.verlet import VelocityVerlet
 from tqdm import tqdm
 
 from equipot.calculator import EquipotCalculator
+from equipot.cli import exit_on_input_error
 from equipot.data.reading import read_structures
 from equipot.errors import EquipotInputError
 
@@ -101,10 +101,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> None:
-    try:
-        run(parse_arguments(argv))
-    except EquipotInputError as error:
-        sys.exit(f"equipot-md: error: {error}")
+    exit_on_input_error("equipot-md", lambda: run(parse_arguments(argv)))
 
 
 if __name__ == "__main__":

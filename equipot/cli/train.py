@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
+from equipot.cli import exit_on_input_error
 from equipot.data.datamodule import AtomisticDataModule
 from equipot.data.statistics import compute_statistics, isolated_atom_energies
 from equipot.datasets import bundled
@@ -94,7 +95,8 @@ def train(config: DictConfig, run_dir: Path) -> dict:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def main(config: DictConfig) -> None:
-    train(config, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    exit_on_input_error("equipot-train", lambda: train(config, run_dir))
 
 
 if __name__ == "__main__":
