@@ -23,8 +23,13 @@ class Evaluation:
     pairs: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def evaluate(model: Potential, dataset, batch_size: int = 32) -> Evaluation:
-    """Run ``model`` on every structure of ``dataset`` and score it against the labels."""
+def evaluate(model: Potential, dataset, batch_size: int = 1) -> Evaluation:
+    """Run ``model`` on every structure of ``dataset`` and score it against the labels.
+
+    With the default of one structure per batch, every prediction is computed exactly as
+    EquipotCalculator computes it, bit for bit; larger batches are faster but round float32
+    differently (relative differences of order 1e-7).
+    """
     device = next(model.parameters()).device
     metrics = ErrorMetrics().to(device)
     fields = dataset[0].keys()

@@ -83,8 +83,7 @@ def train(config: DictConfig, run_dir: Path) -> dict:
                 "data": {name: data[name] for name in ("train", "valid", "test")}}
     metrics = {}
     if "test" in datamodule.sets:
-        result = evaluate(model, datamodule.sets["test"],
-                          batch_size=datamodule.eval_batch_size)
+        result = evaluate(model, datamodule.sets["test"])  # as the calculator does, exactly
         metrics = result.metrics
         print(f"test set ({result.num_structures} structures):\n{format_table(metrics)}")
         atomic_write_text(json.dumps(metrics, indent=2), run_dir / "test_metrics.json")
