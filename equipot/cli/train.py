@@ -32,7 +32,7 @@ from equipot.io import atomic_write_text
 from equipot.model.checkpoint import save_model
 from equipot.train.module import PotentialModule
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")  # a link to configs/
 if not OmegaConf.has_resolver("bundled"):
     OmegaConf.register_new_resolver("bundled", bundled)
 
