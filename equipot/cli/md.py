@@ -13,7 +13,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 from ase import units
 from ase.io import Trajectory
 from ase.md import MDLogger
@@ -27,6 +26,7 @@ from equipot.calculator import EquipotCalculator
 from equipot.cli import exit_on_input_error
 from equipot.data.reading import read_structures
 from equipot.errors import EquipotInputError
+from equipot.model.build import DTYPES
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -48,7 +48,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--log", type=Path, default=Path("md.log"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default=None,
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="default: the dtype the model was trained in")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
@@ -71,7 +71,7 @@ def make_dynamics(atoms, args: argparse.Namespace, rng: np.random.Generator):
 
 def run(args: argparse.Namespace) -> dict:
     atoms = read_structures(args.structure)[args.index]
-    dtype = getattr(torch, args.dtype) if args.dtype else None
+    dtype = DTYPES[args.dtype] if args.dtype else None
     atoms.calc = EquipotCalculator(args.model, device=args.device, dtype=dtype)
     rng = np.random.default_rng(args.seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)

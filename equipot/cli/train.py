@@ -74,8 +74,8 @@ def train(config: DictConfig, run_dir: Path) -> dict:
     if not trainer.is_global_zero:
         return {}
 
-    if checkpoints.best_model_path:  # our own file, written by this run: full load is safe
-        best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=False)
+    if checkpoints.best_model_path:
+        best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best["state_dict"])
     model = module.averaged_model.to("cpu").eval()
     metadata = {"dtype": settings["dtype"], "epochs": trainer.current_epoch,

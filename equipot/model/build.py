@@ -21,6 +21,8 @@ from equipot.nn.schnet import SchNetInteraction
 
 BLOCKS = {"schnet": SchNetInteraction}
 
+DTYPES = {"float32": torch.float32, "float64": torch.float64}  # names used in configs
+
 STATISTICS = ("species", "reference_energies", "shift", "scale", "avg_num_neighbors")
 
 

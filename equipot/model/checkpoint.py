@@ -16,7 +16,7 @@ import torch
 
 from equipot.errors import EquipotInputError
 from equipot.io import atomic_save
-from equipot.model.build import build_potential
+from equipot.model.build import DTYPES, build_potential
 from equipot.model.potential import Potential
 from equipot.version import __version__
 
@@ -77,7 +77,7 @@ def load(path: str | Path, device: str | torch.device = "cpu",
     """
     checkpoint = read_checkpoint(path)
     if dtype is None:
-        dtype = getattr(torch, checkpoint["metadata"].get("dtype", "float32"))
+        dtype = DTYPES[checkpoint["metadata"].get("dtype", "float32")]
     model = build_potential(checkpoint["model_config"], dtype=dtype)
     model.load_state_dict(checkpoint["state_dict"])
     model.metadata = checkpoint["metadata"]

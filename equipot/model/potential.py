@@ -93,8 +93,8 @@ class Potential(nn.Module):
         if compute_forces:
             positions = positions.detach().requires_grad_(True)
         gradient_inputs = [positions] if compute_forces else []
-        volume = torch.linalg.det(cell).abs()
         if compute_stress:
+            volume = torch.linalg.det(cell).abs()
             # E(ε) with positions and cell deformed by (1 + ε), ε symmetric; σ = (1/V) ∂E/∂ε.
             displacement = torch.zeros_like(cell, requires_grad=True)
             gradient_inputs.append(displacement)

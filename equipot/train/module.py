@@ -1,7 +1,8 @@
 """Lightning module: trains a Potential on energies, forces and stress.
 
-Validation, testing and the saved model use an exponential moving average (EMA) of the
-weights, which is smoother and more accurate than the last optimiser step.
+Validation and the saved model use an exponential moving average (EMA) of the weights, which
+is smoother and more accurate than the last optimiser step. Test metrics come from
+``equipot.evaluation``, which scores the saved model exactly as the ASE calculator runs it.
 """
 
 from __future__ import annotations
@@ -13,13 +14,10 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from equipot import keys
-from equipot.model.build import build_potential
+from equipot.model.build import DTYPES, build_potential
 from equipot.model.potential import Potential
 from equipot.train.loss import WeightedLoss
 from equipot.train.metrics import ErrorMetrics
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 class PotentialModule(pl.LightningModule):
     """``model_config`` as for ``build_potential``; ``labels``: fields the training data has."""
@@ -38,24 +36,26 @@ class PotentialModule(pl.LightningModule):
         self.scheduler_config = {"factor": 0.8, "patience": 10, "min_lr": 1e-6,
                                  **(scheduler or {})}
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay),
-                                  use_buffers=True).requires_grad_(False)
+                                  use_buffers=False).requires_grad_(False)
                     if ema_decay else None)
         # Keyed "<stage>_errors": a ModuleDict key may not shadow nn.Module.train.
         self.errors = torch.nn.ModuleDict({f"{stage}_errors": ErrorMetrics()
-                                           for stage in ("train", "val", "test")})
+                                           for stage in ("train", "val")})
 
     @property
     def averaged_model(self) -> Potential:
-        """The weights used for validation, testing and the saved model."""
+        """The weights used for validation and the saved model."""
         return self.ema.module if self.ema is not None else self.model
 
-    def _predict(self, model: Potential, batch) -> dict:
-        return model(batch,
-                     compute_forces=keys.FORCES in self.labels and self.loss.needs(keys.FORCES),
-                     compute_stress=keys.STRESS in self.labels and self.loss.needs(keys.STRESS))
+    def _predict(self, model: Potential, batch, for_loss_only: bool) -> dict:
+        """Training computes what the loss needs; evaluation every labelled quantity."""
+        wanted = {field for field in self.labels
+                  if not for_loss_only or self.loss.needs(field)}
+        return model(batch, compute_forces=keys.FORCES in wanted,
+                     compute_stress=keys.STRESS in wanted)
 
     def training_step(self, batch, batch_idx):
-        predicted = self._predict(self.model, batch)
+        predicted = self._predict(self.model, batch, for_loss_only=True)
         losses = self.loss(predicted, batch)
         self.errors["train_errors"].update(predicted, batch)
         self.log("train/loss", losses["total"].detach(), batch_size=batch.num_graphs,
@@ -68,7 +68,7 @@ class PotentialModule(pl.LightningModule):
 
     def _evaluate(self, batch, stage: str) -> None:
         with torch.enable_grad():
-            predicted = self._predict(self.averaged_model, batch)
+            predicted = self._predict(self.averaged_model, batch, for_loss_only=False)
         losses = self.loss(predicted, batch)
         self.errors[f"{stage}_errors"].update(predicted, batch)
         self.log(f"{stage}/loss", losses["total"].detach(), batch_size=batch.num_graphs,
@@ -76,9 +76,6 @@ class PotentialModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test")
 
     def _log_metrics(self, stage: str) -> None:
         values = self.errors[f"{stage}_errors"].compute()
@@ -91,9 +88,6 @@ class PotentialModule(pl.LightningModule):
 
     def on_validation_epoch_end(self):
         self._log_metrics("val")
-
-    def on_test_epoch_end(self):
-        self._log_metrics("test")
 
     def configure_optimizers(self):
         name = self.optimizer_config["name"].lower()
