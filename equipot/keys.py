@@ -12,6 +12,7 @@ EDGE_INDEX = "edge_index"  # [2, E] int64, (centre i, neighbour j); both directi
 SHIFTS = "shifts"  # [E, 3] integer cell shifts S: r_ij = pos[j] - pos[i] + S @ cell
 BATCH = "batch"  # [N] int64, structure index of each atom (set by torch_geometric)
 NUM_ATOMS = "num_atoms"  # [G] int64
+NUM_EDGES = "num_edges"  # [G] int64; kept by datasets only (a Data derives it from edge_index)
 
 # Labels and predictions.
 ENERGY = "energy"  # [G] eV, total potential energy

@@ -412,8 +412,8 @@ def test_changes_create_new_cache_entries(tmp_path, monkeypatch):
     # Other cutoff: a new entry, and a different graph (only C-H and O-H bonds within 1.2 Å).
     narrower = GraphDataset.from_file(path, 1.2, cache_dir=cache_dir)
     assert len(entries()) == 2
-    assert narrower.tensors["num_edges"].tolist() == [4, 8, 4]
-    assert original.tensors["num_edges"].tolist() == [6, 20, 6]
+    assert narrower.tensors[keys.NUM_EDGES].tolist() == [4, 8, 4]
+    assert original.tensors[keys.NUM_EDGES].tolist() == [6, 20, 6]
 
     # Other label keys: a new entry.
     no_forces = GraphDataset.from_file(path, CUTOFF, LabelKeys(forces=None), cache_dir=cache_dir)

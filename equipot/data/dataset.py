@@ -24,7 +24,6 @@ from equipot.io import atomic_save
 
 CACHE_FORMAT = 1
 PER_ATOM = (keys.ATOMIC_NUMBERS, keys.POSITIONS, keys.FORCES)
-PER_EDGE = (keys.EDGE_INDEX, keys.SHIFTS)
 
 
 def default_cache_dir() -> Path:
@@ -40,7 +39,7 @@ class GraphDataset(torch.utils.data.Dataset):
         self.atom_ptr = torch.cat([torch.zeros(1, dtype=torch.long),
                                    tensors[keys.NUM_ATOMS].cumsum(0)])
         self.edge_ptr = torch.cat([torch.zeros(1, dtype=torch.long),
-                                   tensors["num_edges"].cumsum(0)])
+                                   tensors[keys.NUM_EDGES].cumsum(0)])
 
     def __len__(self) -> int:
         return len(self.tensors[keys.NUM_ATOMS])
@@ -60,7 +59,7 @@ class GraphDataset(torch.utils.data.Dataset):
                 fields[name] = tensor[:, edges]
             elif name == keys.SHIFTS:
                 fields[name] = tensor[edges]
-            elif name != "num_edges":
+            elif name != keys.NUM_EDGES:
                 fields[name] = tensor[index:index + 1]
         return Data(**fields)
 
@@ -116,5 +115,5 @@ def _concatenate(graphs: list[Data]) -> dict[str, torch.Tensor]:
         for name in graphs[0].keys()
     }
     tensors[keys.NUM_ATOMS] = torch.tensor([graph.num_nodes for graph in graphs])
-    tensors["num_edges"] = torch.tensor([graph.num_edges for graph in graphs])
+    tensors[keys.NUM_EDGES] = torch.tensor([graph.num_edges for graph in graphs])
     return tensors

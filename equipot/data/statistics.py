@@ -78,5 +78,5 @@ def compute_statistics(dataset: GraphDataset, isolated_atoms: dict[int, float] |
         "reference_energies": [float(e) for e in reference],
         "shift": shift,
         "scale": scale if scale > 1e-8 else 1.0,
-        "avg_num_neighbors": float(dataset.tensors["num_edges"].sum()) / float(num_atoms.sum()),
+        "avg_num_neighbors": float(dataset.tensors[keys.NUM_EDGES].sum()) / float(num_atoms.sum()),
     }
