@@ -4,12 +4,11 @@ For every block in ``equipot.model.build.BLOCKS`` with its ``configs/model/<bloc
 parameters; milliseconds per energy+forces call (eval mode) on ethanol (9 atoms) and on a
 1 000-atom periodic copper-oxygen cell (the model's cutoff); milliseconds per training step
 (forces loss, double backward, AdamW) on a batch of 8 ethanol configurations. Best of 20
-calls after 3 warm-up calls. Run from the repository root:
+calls after 3 warm-up calls (best of 5 after 1 for the 1 000-atom cell). Run from the repository root:
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/benchmark_models.py
 """
 
-import time
 from pathlib import Path
 
 import ase.build
@@ -24,21 +23,11 @@ from equipot.data.reading import read_structures
 from equipot.datasets import bundled
 from equipot.model.build import BLOCKS, build_potential
 from equipot.train.loss import WeightedLoss
+from timing import best_ms  # scripts/timing.py
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "model"
 STATISTICS = {"species": [1, 6, 8, 29], "reference_energies": [0.0] * 4, "shift": 0.0,
               "scale": 1.0, "avg_num_neighbors": 20.0}
-
-
-def best_ms(function, repeats: int = 20, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
 
 
 def periodic_cell() -> ase.Atoms:
@@ -64,8 +53,8 @@ def main() -> None:
             for a in ethanol])
 
         model.eval()
-        molecule_ms = best_ms(lambda: model(molecule))
-        cell_ms = best_ms(lambda: model(cell), repeats=5, warmup=1)
+        molecule_ms = best_ms(lambda: model(molecule), repeats=20, warmup=3)
+        cell_ms = best_ms(lambda: model(cell))
 
         model.train()
         loss = WeightedLoss(energy_weight=0.0, forces_weight=1.0)
@@ -76,7 +65,7 @@ def main() -> None:
             loss(model(training), training)["total"].backward()
             optimizer.step()
 
-        step_ms = best_ms(step)
+        step_ms = best_ms(step, repeats=20, warmup=3)
         print(f"| {name} | {parameters} | {molecule_ms:.2f} | {cell_ms:.1f} | {step_ms:.2f} |")
 
 

@@ -8,27 +8,14 @@ Prints a markdown table. Run from the repository root:
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python scripts/benchmark_neighbors.py
 """
 
-import time
-
 import ase.build
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
 from equipot.data.graph import atoms_to_graph
 from equipot.data.neighbors import neighbor_list
+from timing import best_ms  # scripts/timing.py
 
 CUTOFF = 5.0
-REPEATS = 5
-
-
-def best_ms(function):
-    """Best wall-clock time of REPEATS calls after one warm-up call, in milliseconds."""
-    function()
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
 
 
 def copper(repeat):
