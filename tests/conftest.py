@@ -8,6 +8,7 @@ from ase import Atoms
 from ase.build import add_adsorbate, bulk, fcc111, molecule
 
 from equipot import build_potential
+from equipot.model.build import BLOCKS
 
 MODEL_CONFIG = dict(block="schnet", cutoff=4.0, num_features=16, num_blocks=2, num_radial=8,
                     species=[1, 6, 8, 29], reference_energies=[-1.0, -2.0, -3.0, -4.0],
@@ -26,9 +27,10 @@ def make_model(config=None, dtype=torch.float64, seed=0, weight_factor=2.5):
     return model.eval()
 
 
-@pytest.fixture(scope="session")
-def model_config():
-    return dict(MODEL_CONFIG)
+@pytest.fixture(scope="session", params=sorted(BLOCKS))
+def model_config(request):
+    """The test model's config, once for each interaction block."""
+    return {**MODEL_CONFIG, "block": request.param}
 
 
 @pytest.fixture(scope="session")
@@ -38,9 +40,9 @@ def build_model():
 
 
 @pytest.fixture(scope="session")
-def model():
-    """Shared float64 model in eval mode; tests must not modify it."""
-    return make_model()
+def model(model_config):
+    """Shared float64 model of ``model_config``, in eval mode; tests must not modify it."""
+    return make_model(model_config)
 
 
 def make_ethanol(seed=1):

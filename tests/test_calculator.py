@@ -127,6 +127,6 @@ def test_velocity_verlet_runs(build_model, ethanol):
     assert dynamics.nsteps == 20
     assert np.all(np.isfinite(ethanol.positions))
     assert np.abs(ethanol.positions - start).max() > 1e-2
-    assert abs(ethanol.get_potential_energy() - potential_start) > 1e-2
+    assert abs(ethanol.get_potential_energy() - potential_start) > 1e-3
     # forces are −∇E, so a short run with a small step conserves the total energy
     assert abs(ethanol.get_total_energy() - total_start) < 1e-4

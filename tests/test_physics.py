@@ -378,7 +378,7 @@ def test_train_mode_force_loss_backpropagates(model_config, build_model, ethanol
     """In train mode forces keep their graph, and ∂(Σ F²)/∂θ matches finite differences."""
     network = build_model(model_config)
     graph = Batch.from_data_list([atoms_to_graph(ethanol, CUTOFF)])
-    parameter = network.blocks[0].filter_network[0].weight
+    parameter = next(p for p in network.blocks[0].parameters() if p.dim() == 2)
 
     def force_loss():
         out = network(graph, compute_forces=True)

@@ -17,9 +17,12 @@ from equipot.nn.embedding import SpeciesEmbedding
 from equipot.nn.energy_terms import ENERGY_TERMS
 from equipot.nn.radial import BesselBasis, PolynomialEnvelope
 from equipot.nn.readout import ScalarReadout
+from equipot.nn.painn import PaiNNInteraction
 from equipot.nn.schnet import SchNetInteraction
 
-BLOCKS = {"schnet": SchNetInteraction}
+# Each block is built as Block(irreps_in=<previous module's irreps_out>, num_features=...,
+# num_radial=..., avg_num_neighbors=..., **block_options) and declares irreps_out.
+BLOCKS = {"schnet": SchNetInteraction, "painn": PaiNNInteraction}
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}  # names used in configs
 
@@ -53,10 +56,14 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
     num_features, cutoff = int(config["num_features"]), float(config["cutoff"])
     num_radial = int(config.get("num_radial", 8))
     with _default_dtype(dtype):
-        blocks = [block_class(num_features=num_features, num_radial=num_radial,
-                              avg_num_neighbors=float(config["avg_num_neighbors"]),
-                              **dict(config.get("block_options") or {}))
-                  for _ in range(int(config["num_blocks"]))]
+        embedding = SpeciesEmbedding(len(config["species"]), num_features)
+        irreps, blocks = embedding.irreps_out, []
+        for _ in range(int(config["num_blocks"])):
+            blocks.append(block_class(irreps_in=irreps, num_features=num_features,
+                                      num_radial=num_radial,
+                                      avg_num_neighbors=float(config["avg_num_neighbors"]),
+                                      **dict(config.get("block_options") or {})))
+            irreps = blocks[-1].irreps_out
         terms = []
         for term in config.get("energy_terms") or []:
             options = dict(term)
@@ -67,11 +74,10 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
                                             **options))
         return Potential(
             species=config["species"], cutoff=cutoff,
-            embedding=SpeciesEmbedding(len(config["species"]), num_features),
+            embedding=embedding,
             radial_basis=BesselBasis(cutoff, num_radial),
             envelope=PolynomialEnvelope(cutoff, int(config.get("envelope_exponent", 6))),
             blocks=blocks,
-            readout=ScalarReadout(blocks[-1].irreps_out if blocks else f"{num_features}x0e",
-                                  int(config.get("readout_hidden", num_features // 2))),
+            readout=ScalarReadout(irreps, int(config.get("readout_hidden", num_features // 2))),
             reference_energies=config["reference_energies"], shift=config["shift"],
             scale=config["scale"], energy_terms=terms)

@@ -8,6 +8,7 @@ positions and strain in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -33,3 +34,8 @@ class Geometry:
     @property
     def num_atoms(self) -> int:
         return self.atomic_numbers.shape[0]
+
+    @cached_property
+    def unit_vectors(self) -> torch.Tensor:
+        """[E, 3] r_ij / |r_ij|, computed once and shared by every block."""
+        return self.vectors / self.lengths.unsqueeze(-1)

@@ -17,16 +17,17 @@ from e3nn import o3
 from torch import nn
 
 from equipot.nn.geometry import Geometry
+from equipot.nn.irreps import require_irreps
 from equipot.nn.mlp import mlp
 from equipot.nn.scatter import scatter_sum
 
 
 class SchNetInteraction(nn.Module):
-    def __init__(self, num_features: int, num_radial: int, avg_num_neighbors: float,
-                 num_filters: int | None = None):
+    def __init__(self, irreps_in: o3.Irreps, num_features: int, num_radial: int,
+                 avg_num_neighbors: float, num_filters: int | None = None):
         super().__init__()
         num_filters = num_filters or num_features
-        self.irreps_in = self.irreps_out = o3.Irreps(f"{num_features}x0e")
+        self.irreps_in = self.irreps_out = require_irreps(self, irreps_in, f"{num_features}x0e")
         self.inv_avg_num_neighbors = 1.0 / avg_num_neighbors
         self.atom_to_filter = nn.Linear(num_features, num_filters, bias=False)
         self.filter_network = mlp(num_radial, num_filters, num_filters)

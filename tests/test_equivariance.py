@@ -1,0 +1,94 @@
+"""Every block's output features transform by their Wigner D-matrices under O(3).
+
+For a rotation (and a rotation times inversion) Q, the features of the rotated structure must
+equal D(Q) applied to the features of the original: f(Q x) = f(x) D(Q)ᵀ, where D is the
+block's declared ``irreps_out``. Scalars (0e) must not change at all, vectors (1o) rotate and
+flip sign under inversion, l = 2 features rotate by their 5×5 D-matrix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from e3nn import o3
+from torch_geometric.data import Batch
+
+from equipot import keys
+from equipot.data.graph import atoms_to_graph
+from equipot.model.build import BLOCKS
+
+from conftest import MODEL_CONFIG, make_cu_cell, make_ethanol, make_model
+
+
+@pytest.fixture(autouse=True)
+def float64_wigner_matrices():
+    """e3nn builds D-matrices from float32 constants unless float64 is the default dtype."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def block_outputs(model, atoms) -> tuple[list[torch.Tensor], dict]:
+    """Output features of every block, and the model's energy and forces."""
+    features = []
+    handles = [block.register_forward_hook(lambda _, __, out: features.append(out.detach()))
+               for block in model.blocks]
+    try:
+        out = model(Batch.from_data_list([atoms_to_graph(atoms, MODEL_CONFIG["cutoff"])]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return features, out
+
+
+def transformed(atoms, matrix: np.ndarray):
+    copy = atoms.copy()
+    copy.positions = atoms.positions @ matrix.T
+    copy.set_cell(atoms.cell.array @ matrix.T, scale_atoms=False)
+    return copy
+
+
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+@pytest.mark.parametrize("inversion", [False, True], ids=["rotation", "rotoinversion"])
+@pytest.mark.parametrize("make_structure", [make_ethanol, make_cu_cell], ids=["ethanol", "Cu"])
+def test_features_transform_by_wigner_d(block, inversion, make_structure):
+    model = make_model({**MODEL_CONFIG, "block": block})
+    torch.manual_seed(3)
+    rotation = o3.rand_matrix(dtype=torch.float64) * (-1.0 if inversion else 1.0)
+    atoms = make_structure()
+    features, out = block_outputs(model, atoms)
+    rotated_features, rotated_out = block_outputs(model, transformed(atoms, rotation.numpy()))
+
+    for layer, (original, rotated) in enumerate(zip(features, rotated_features)):
+        wigner = model.blocks[layer].irreps_out.D_from_matrix(rotation)
+        expected = original @ wigner.T
+        assert torch.abs(rotated - expected).max() < 1e-9, f"block {layer}"
+        assert original.abs().max() > 1e-3  # features are not trivially zero
+    assert abs(rotated_out[keys.ENERGY] - out[keys.ENERGY]).max() < 1e-10
+    forces = out[keys.FORCES] @ rotation.T  # forces are polar vectors: sign flips with inversion
+    assert torch.abs(rotated_out[keys.FORCES] - forces).max() < 1e-9
+
+
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+def test_declared_irreps_are_what_the_block_gives(block):
+    model = make_model({**MODEL_CONFIG, "block": block})
+    features, _ = block_outputs(model, make_ethanol())
+    for layer, output in enumerate(features):
+        assert output.shape[1] == model.blocks[layer].irreps_out.dim
+
+
+def test_equivariant_blocks_carry_higher_order_features():
+    """The Wigner-D test is not vacuous: PaiNN's features include l = 1 vectors."""
+    model = make_model({**MODEL_CONFIG, "block": "painn"})
+    assert any(ir.l == 1 for _, ir in model.blocks[-1].irreps_out)
+
+
+def test_a_stack_whose_irreps_do_not_fit_fails_at_build_time():
+    from equipot.nn.schnet import SchNetInteraction
+
+    with pytest.raises(ValueError, match="SchNetInteraction takes features 16x0e, but the "
+                                         "module before it gives 16x0e\\+16x1o"):
+        SchNetInteraction(o3.Irreps("16x0e+16x1o"), num_features=16, num_radial=8,
+                          avg_num_neighbors=10.0)
