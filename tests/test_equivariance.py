@@ -79,10 +79,15 @@ def test_declared_irreps_are_what_the_block_gives(block):
         assert output.shape[1] == model.blocks[layer].irreps_out.dim
 
 
-def test_equivariant_blocks_carry_higher_order_features():
-    """The Wigner-D test is not vacuous: PaiNN's features include l = 1 vectors."""
-    model = make_model({**MODEL_CONFIG, "block": "painn"})
-    assert any(ir.l == 1 for _, ir in model.blocks[-1].irreps_out)
+@pytest.mark.parametrize("block, orders", [("painn", {0, 1}), ("nequip", {0, 1, 2})])
+def test_equivariant_blocks_carry_higher_order_features(block, orders):
+    """The Wigner-D test is not vacuous: PaiNN carries l = 1 vectors, NequIP up to l = 2 of
+    both parities (so the rotoinversion test checks pseudo-vectors and pseudo-scalars too)."""
+    model = make_model({**MODEL_CONFIG, "block": block})
+    irreps = model.blocks[-1].irreps_out
+    assert {ir.l for _, ir in irreps} == orders
+    if block == "nequip":
+        assert {ir.p for _, ir in irreps if ir.l == 1} == {1, -1}
 
 
 def test_a_stack_whose_irreps_do_not_fit_fails_at_build_time():

@@ -17,12 +17,13 @@ from equipot.nn.embedding import SpeciesEmbedding
 from equipot.nn.energy_terms import ENERGY_TERMS
 from equipot.nn.radial import BesselBasis, PolynomialEnvelope
 from equipot.nn.readout import ScalarReadout
+from equipot.nn.nequip import NequIPInteraction
 from equipot.nn.painn import PaiNNInteraction
 from equipot.nn.schnet import SchNetInteraction
 
 # Each block is built as Block(irreps_in=<previous module's irreps_out>, num_features=...,
 # num_radial=..., avg_num_neighbors=..., **block_options) and declares irreps_out.
-BLOCKS = {"schnet": SchNetInteraction, "painn": PaiNNInteraction}
+BLOCKS = {"schnet": SchNetInteraction, "painn": PaiNNInteraction, "nequip": NequIPInteraction}
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}  # names used in configs
 

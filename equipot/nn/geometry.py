@@ -7,10 +7,11 @@ positions and strain in one place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
+from e3nn import o3
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Geometry:
     lengths: torch.Tensor  # [E] Å
     radial_basis: torch.Tensor  # [E, B], raw radial basis of the lengths
     envelope: torch.Tensor  # [E], smooth cutoff envelope, 1 at r = 0 and 0 from the cutoff
+    _spherical_harmonics: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_atoms(self) -> int:
@@ -39,3 +41,12 @@ class Geometry:
     def unit_vectors(self) -> torch.Tensor:
         """[E, 3] r_ij / |r_ij|, computed once and shared by every block."""
         return self.vectors / self.lengths.unsqueeze(-1)
+
+    def spherical_harmonics(self, l_max: int) -> torch.Tensor:
+        """[E, (l_max + 1)²] Y_lm(r̂_ij), l = 0 … l_max, component-normalised (e3nn order);
+        computed once per l_max and shared by every block."""
+        if l_max not in self._spherical_harmonics:
+            self._spherical_harmonics[l_max] = o3.spherical_harmonics(
+                o3.Irreps.spherical_harmonics(l_max), self.unit_vectors, normalize=False,
+                normalization="component")
+        return self._spherical_harmonics[l_max]

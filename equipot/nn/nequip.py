@@ -1,0 +1,93 @@
+"""NequIP interaction block (Batzner et al., Nat. Commun. 13, 2453, 2022), with e3nn.
+
+Atom features h are e3nn irreps up to l_max (both parities when ``parity``, else the natural
+parity (−1)^l only). One block, for atom i with neighbours j, edge direction r̂_ij and edge
+length r_ij:
+
+    x_i  = W₁ h_i                                           self-interaction (linear)
+    m_i  = (1/√⟨n⟩) Σ_j  R(r_ij) ⊗ [x_j ⊗ Y(r̂_ij)]          convolution
+    y_i  = W₂ m_i + S h_i                                   self-interaction + self-connection
+    h_i ← Gate(y_i)  (+ h_i when the irreps match)          equivariant nonlinearity, residual
+
+Y: spherical harmonics up to l_max. ⊗: the channel-wise ("uvu") tensor product, one path per
+(l_in, l_sh, l_out) allowed by the selection rules; its weights per edge come from the radial
+MLP R of the Bessel basis, times the smooth envelope, so messages vanish at the cutoff.
+Gate: SiLU (even) / tanh (odd) on scalars, sigmoid-gated scalars multiplying l > 0 features.
+⟨n⟩: the training set's average number of neighbours (e3nn's normalisation: a sum of n
+unit-variance terms has variance n).
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from e3nn.nn import FullyConnectedNet, Gate
+from torch import nn
+
+from equipot.nn.geometry import Geometry
+from equipot.nn.scatter import scatter_sum
+
+
+def hidden_irreps(num_features: int, l_max: int, parity: bool) -> o3.Irreps:
+    """The irreps NequIP's features may hold: 0e first, then increasing l."""
+    parities = (1, -1) if parity else None
+    irreps = [(num_features, (l, p)) for l in range(l_max + 1)
+              for p in (parities or ((-1) ** l,))]
+    return o3.Irreps(irreps)
+
+
+class NequIPInteraction(nn.Module):
+    def __init__(self, irreps_in: o3.Irreps, num_features: int, num_radial: int,
+                 avg_num_neighbors: float, l_max: int = 2, parity: bool = True,
+                 radial_hidden: int = 64):
+        super().__init__()
+        self.irreps_in = o3.Irreps(irreps_in)
+        if self.irreps_in[0][1] != o3.Irrep("0e"):
+            raise ValueError(f"NequIPInteraction takes features with 0e scalars first, but the "
+                             f"module before it gives {self.irreps_in}")
+        self.irreps_sh = o3.Irreps.spherical_harmonics(l_max)
+        self.l_max = l_max
+        self.norm = avg_num_neighbors ** -0.5
+
+        # Convolution x_j ⊗ Y(r̂_ij): every path whose output is an allowed hidden irrep.
+        allowed = {ir for _, ir in hidden_irreps(num_features, l_max, parity)}
+        mid, instructions = [], []
+        for i_in, (mul, ir_in) in enumerate(self.irreps_in):
+            for i_sh, (_, ir_sh) in enumerate(self.irreps_sh):
+                for ir_out in ir_in * ir_sh:
+                    if ir_out in allowed:
+                        instructions.append((i_in, i_sh, len(mid), "uvu", True))
+                        mid.append((mul, ir_out))
+        irreps_mid, permutation, _ = o3.Irreps(mid).sort()
+        instructions = [(i_in, i_sh, permutation[i_out], mode, train)
+                        for i_in, i_sh, i_out, mode, train in instructions]
+        self.linear_in = o3.Linear(self.irreps_in, self.irreps_in)
+        self.convolution = o3.TensorProduct(self.irreps_in, self.irreps_sh, irreps_mid,
+                                            instructions, shared_weights=False,
+                                            internal_weights=False)
+        self.radial = FullyConnectedNet([num_radial, radial_hidden, radial_hidden,
+                                         self.convolution.weight_numel], torch.nn.functional.silu)
+
+        # Gate: the reachable hidden irreps become this block's output.
+        reachable = {ir for _, ir in irreps_mid.simplify()}
+        scalars = o3.Irreps([(num_features, ir) for ir in (o3.Irrep("0e"), o3.Irrep("0o"))
+                             if ir in reachable and ir in allowed])
+        gated = o3.Irreps([(num_features, ir) for _, ir in hidden_irreps(num_features, l_max,
+                                                                         parity)
+                           if ir.l > 0 and ir in reachable])
+        self.gate = Gate(scalars, [torch.nn.functional.silu if ir.p == 1 else torch.tanh
+                                   for _, ir in scalars],
+                         o3.Irreps(f"{gated.num_irreps}x0e"), [torch.sigmoid], gated)
+        self.linear_out = o3.Linear(irreps_mid, self.gate.irreps_in)
+        self.self_connection = o3.Linear(self.irreps_in, self.gate.irreps_in)
+        self.irreps_out = self.gate.irreps_out
+        self.residual = self.irreps_out == self.irreps_in
+
+    def forward(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+        x = self.linear_in(features)
+        weights = self.radial(geometry.radial_basis) * geometry.envelope.unsqueeze(-1)
+        messages = self.convolution(x[geometry.neighbour],
+                                    geometry.spherical_harmonics(self.l_max), weights)
+        aggregated = scatter_sum(messages, geometry.centre, geometry.num_atoms) * self.norm
+        out = self.gate(self.linear_out(aggregated) + self.self_connection(features))
+        return features + out if self.residual else out
