@@ -1,23 +1,25 @@
 """Inference and training-step cost of each interaction block, on this machine.
 
-For every block in ``equipot.model.build.BLOCKS`` with its ``configs/model/<block>.yaml``:
-parameters; milliseconds per energy+forces call (eval mode) on ethanol (9 atoms) and on a
-1 000-atom periodic copper-oxygen cell (the model's cutoff); milliseconds per training step
-(forces loss, double backward, AdamW) on a batch of 8 ethanol configurations. Best of 20
-calls after 3 warm-up calls (best of 5 after 1 for the 1 000-atom cell). Run from the repository root:
+Rows: every block in ``equipot.model.build.BLOCKS`` with its default ``model=<block>`` config,
+and the model of every ``experiment=ethanol_<block>`` config (what the equal-budget
+comparison in docs/benchmarks.md trains). Columns: parameters; milliseconds per energy+forces
+call (eval mode) on ethanol (9 atoms), best of 20 after 3 warm-up calls, and on a 1 000-atom
+periodic CuO cell (the model's cutoff), best of 3 after 1; milliseconds per training step
+(forces loss, double backward, AdamW) on 8 ethanol configurations, best of 20 after 3.
+Run from the repository root:
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/benchmark_models.py
 """
 
-from pathlib import Path
-
 import ase.build
 import numpy as np
 import torch
-import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torch_geometric.data import Batch
 
 from equipot import keys
+from equipot.cli.train import CONFIG_DIR
 from equipot.data.graph import atoms_to_graph
 from equipot.data.reading import read_structures
 from equipot.datasets import bundled
@@ -25,7 +27,6 @@ from equipot.model.build import BLOCKS, build_potential
 from equipot.train.loss import WeightedLoss
 from timing import best_ms  # scripts/timing.py
 
-CONFIGS = Path(__file__).parents[1] / "configs" / "model"
 STATISTICS = {"species": [1, 6, 8, 29], "reference_energies": [0.0] * 4, "shift": 0.0,
               "scale": 1.0, "avg_num_neighbors": 20.0}
 
@@ -37,14 +38,25 @@ def periodic_cell() -> ase.Atoms:
     return atoms
 
 
+def model_configs() -> dict[str, dict]:
+    """Model section of each benchmarked config, by the override that selects it."""
+    configs = {}
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for override in [f"model={name}" for name in BLOCKS] + [
+                f"experiment=ethanol_{name}" for name in BLOCKS]:
+            config = compose("train", overrides=[override, "data.train=unused.xyz"])
+            configs[override] = OmegaConf.to_container(config.model, resolve=True)
+    return configs
+
+
 def main() -> None:
     ethanol = read_structures(bundled("rmd17_ethanol/test.xyz"))[:8]
-    print("| block | parameters | ethanol E+F ms | 1000-atom cell E+F ms | train step ms (8 ethanol) |")
+    print("| config | parameters | ethanol E+F ms | 1000-atom cell E+F ms "
+          "| train step ms (8 ethanol) |")
     print("|---|---:|---:|---:|---:|")
-    for name in BLOCKS:
-        config = {**yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()), **STATISTICS}
+    for name, model_config in model_configs().items():
         torch.manual_seed(0)
-        model = build_potential(config)
+        model = build_potential({**model_config, **STATISTICS})
         parameters = sum(p.numel() for p in model.parameters())
         molecule = Batch.from_data_list([atoms_to_graph(ethanol[0], model.cutoff)])
         cell = Batch.from_data_list([atoms_to_graph(periodic_cell(), model.cutoff)])
@@ -54,7 +66,7 @@ def main() -> None:
 
         model.eval()
         molecule_ms = best_ms(lambda: model(molecule), repeats=20, warmup=3)
-        cell_ms = best_ms(lambda: model(cell))
+        cell_ms = best_ms(lambda: model(cell), repeats=3)
 
         model.train()
         loss = WeightedLoss(energy_weight=0.0, forces_weight=1.0)
@@ -66,7 +78,8 @@ def main() -> None:
             optimizer.step()
 
         step_ms = best_ms(step, repeats=20, warmup=3)
-        print(f"| {name} | {parameters} | {molecule_ms:.2f} | {cell_ms:.1f} | {step_ms:.2f} |")
+        print(f"| `{name}` | {parameters} | {molecule_ms:.2f} | {cell_ms:.1f} | {step_ms:.2f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The demo's promises, at full length (slow: about 7 minutes; run with ``pytest -m slow``)."""
+"""The demo's promises, at full length (slow: about 8 minutes; run with ``pytest -m slow``)."""
 
 from __future__ import annotations
 
