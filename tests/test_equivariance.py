@@ -50,17 +50,10 @@ def transformed(atoms, matrix: np.ndarray):
     return copy
 
 
-@pytest.mark.parametrize("block", sorted(BLOCKS))
-@pytest.mark.parametrize("inversion", [False, True], ids=["rotation", "rotoinversion"])
-@pytest.mark.parametrize("make_structure", [make_ethanol, make_cu_cell], ids=["ethanol", "Cu"])
-def test_features_transform_by_wigner_d(block, inversion, make_structure):
-    model = make_model({**MODEL_CONFIG, "block": block})
-    torch.manual_seed(3)
-    rotation = o3.rand_matrix(dtype=torch.float64) * (-1.0 if inversion else 1.0)
-    atoms = make_structure()
+def assert_equivariant(model, atoms, rotation: torch.Tensor) -> None:
+    """Block features follow their D-matrices, energy is invariant, forces rotate."""
     features, out = block_outputs(model, atoms)
     rotated_features, rotated_out = block_outputs(model, transformed(atoms, rotation.numpy()))
-
     for layer, (original, rotated) in enumerate(zip(features, rotated_features)):
         wigner = model.blocks[layer].irreps_out.D_from_matrix(rotation)
         expected = original @ wigner.T
@@ -69,6 +62,29 @@ def test_features_transform_by_wigner_d(block, inversion, make_structure):
     assert abs(rotated_out[keys.ENERGY] - out[keys.ENERGY]).max() < 1e-10
     forces = out[keys.FORCES] @ rotation.T  # forces are polar vectors: sign flips with inversion
     assert torch.abs(rotated_out[keys.FORCES] - forces).max() < 1e-9
+
+
+def random_rotation(inversion: bool, seed: int = 3) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return o3.rand_matrix(dtype=torch.float64) * (-1.0 if inversion else 1.0)
+
+
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+@pytest.mark.parametrize("inversion", [False, True], ids=["rotation", "rotoinversion"])
+@pytest.mark.parametrize("make_structure", [make_ethanol, make_cu_cell], ids=["ethanol", "Cu"])
+def test_features_transform_by_wigner_d(block, inversion, make_structure):
+    model = make_model({**MODEL_CONFIG, "block": block})
+    assert_equivariant(model, make_structure(), random_rotation(inversion))
+
+
+@pytest.mark.parametrize("l_max", [0, 1, 2, 3])
+@pytest.mark.parametrize("parity", [False, True])
+def test_nequip_is_equivariant_for_every_l_max(l_max, parity):
+    config = {**MODEL_CONFIG, "block": "nequip", "num_features": 4, "num_blocks": 3,
+              "block_options": {"l_max": l_max, "parity": parity}}
+    model = make_model(config)
+    assert max(ir.l for _, ir in model.blocks[-1].irreps_out) == l_max
+    assert_equivariant(model, make_ethanol(), random_rotation(inversion=True))
 
 
 @pytest.mark.parametrize("block", sorted(BLOCKS))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 from e3nn import o3
-from e3nn.nn import FullyConnectedNet, Gate
+from e3nn.nn import Activation, FullyConnectedNet, Gate
 from torch import nn
 
 from equipot.nn.geometry import Geometry
@@ -30,10 +30,8 @@ from equipot.nn.scatter import scatter_sum
 
 def hidden_irreps(num_features: int, l_max: int, parity: bool) -> o3.Irreps:
     """The irreps NequIP's features may hold: 0e first, then increasing l."""
-    parities = (1, -1) if parity else None
-    irreps = [(num_features, (l, p)) for l in range(l_max + 1)
-              for p in (parities or ((-1) ** l,))]
-    return o3.Irreps(irreps)
+    return o3.Irreps([(num_features, (l, p)) for l in range(l_max + 1)
+                      for p in ((1, -1) if parity else ((-1) ** l,))])
 
 
 class NequIPInteraction(nn.Module):
@@ -50,7 +48,8 @@ class NequIPInteraction(nn.Module):
         self.norm = avg_num_neighbors ** -0.5
 
         # Convolution x_j ⊗ Y(r̂_ij): every path whose output is an allowed hidden irrep.
-        allowed = {ir for _, ir in hidden_irreps(num_features, l_max, parity)}
+        hidden = hidden_irreps(num_features, l_max, parity)
+        allowed = {ir for _, ir in hidden}
         mid, instructions = [], []
         for i_in, (mul, ir_in) in enumerate(self.irreps_in):
             for i_sh, (_, ir_sh) in enumerate(self.irreps_sh):
@@ -72,12 +71,15 @@ class NequIPInteraction(nn.Module):
         reachable = {ir for _, ir in irreps_mid.simplify()}
         scalars = o3.Irreps([(num_features, ir) for ir in (o3.Irrep("0e"), o3.Irrep("0o"))
                              if ir in reachable and ir in allowed])
-        gated = o3.Irreps([(num_features, ir) for _, ir in hidden_irreps(num_features, l_max,
-                                                                         parity)
+        gated = o3.Irreps([(num_features, ir) for _, ir in hidden
                            if ir.l > 0 and ir in reachable])
-        self.gate = Gate(scalars, [torch.nn.functional.silu if ir.p == 1 else torch.tanh
-                                   for _, ir in scalars],
-                         o3.Irreps(f"{gated.num_irreps}x0e"), [torch.sigmoid], gated)
+        activations = [torch.nn.functional.silu if ir.p == 1 else torch.tanh
+                       for _, ir in scalars]
+        if gated:
+            self.gate = Gate(scalars, activations, o3.Irreps(f"{gated.num_irreps}x0e"),
+                             [torch.sigmoid], gated)
+        else:  # l_max = 0: scalars only, nothing to gate
+            self.gate = Activation(scalars, activations)
         self.linear_out = o3.Linear(irreps_mid, self.gate.irreps_in)
         self.self_connection = o3.Linear(self.irreps_in, self.gate.irreps_in)
         self.irreps_out = self.gate.irreps_out
