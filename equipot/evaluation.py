@@ -10,6 +10,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from equipot import keys
+from equipot.data.graph import atoms_per_structure
 from equipot.model.potential import Potential
 from equipot.train.metrics import ErrorMetrics
 
@@ -39,7 +40,7 @@ def evaluate(model: Potential, dataset, batch_size: int = 1) -> Evaluation:
         predicted = model(batch, compute_forces=True,
                           compute_stress=keys.STRESS in fields and bool(batch[keys.PBC].any()))
         metrics.update(predicted, batch)
-        num_atoms = torch.bincount(batch[keys.BATCH], minlength=batch.num_graphs)
+        num_atoms = atoms_per_structure(batch)
         for field, (reference, prediction) in pairs.items():
             scale = num_atoms if field == keys.ENERGY else 1  # energies per atom
             reference.append((batch[field] / scale).detach().cpu().numpy().ravel())

@@ -52,3 +52,8 @@ def atoms_to_graph(atoms: ase.Atoms, cutoff: float, labels: dict[str, np.ndarray
         value = torch.as_tensor(value, dtype=torch.float64)
         fields[field] = value if field == keys.FORCES else value.unsqueeze(0)
     return Data(**fields)
+
+
+def atoms_per_structure(batch) -> torch.Tensor:
+    """[G] int64 number of atoms of each structure in a torch_geometric batch."""
+    return torch.bincount(batch[keys.BATCH], minlength=batch.num_graphs)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from equipot import keys
+from equipot.data.graph import atoms_per_structure
 
 PENALTIES = ("mse", "huber")
 
@@ -39,7 +40,7 @@ class WeightedLoss(nn.Module):
         """Each weighted term and their sum ``"total"``, for the labels both sides have."""
         terms = {}
         if self.needs(keys.ENERGY) and keys.ENERGY in batch:
-            num_atoms = torch.bincount(batch[keys.BATCH], minlength=batch.num_graphs)
+            num_atoms = atoms_per_structure(batch)
             terms[keys.ENERGY] = self._penalty(predicted[keys.ENERGY] / num_atoms,
                                                batch[keys.ENERGY] / num_atoms)
         if self.needs(keys.FORCES) and keys.FORCES in batch:

@@ -10,6 +10,7 @@ import torch
 from torchmetrics import Metric
 
 from equipot import keys
+from equipot.data.graph import atoms_per_structure
 
 QUANTITIES = ("energy", "energy_per_atom", "forces", "stress")
 UNITS = {"energy": "eV", "energy_per_atom": "eV/atom", "forces": "eV/Å", "stress": "eV/Å³"}
@@ -19,7 +20,7 @@ def errors_by_quantity(predicted: dict, batch) -> dict[str, torch.Tensor]:
     """Prediction − reference, flattened, for each quantity the batch has labels for."""
     errors = {}
     if keys.ENERGY in batch and keys.ENERGY in predicted:
-        num_atoms = torch.bincount(batch[keys.BATCH], minlength=batch.num_graphs)
+        num_atoms = atoms_per_structure(batch)
         difference = predicted[keys.ENERGY].double() - batch[keys.ENERGY].double()
         errors["energy"] = difference
         errors["energy_per_atom"] = difference / num_atoms
