@@ -83,7 +83,7 @@ def test_nequip_is_equivariant_for_every_l_max(l_max, parity):
     config = {**MODEL_CONFIG, "block": "nequip", "num_features": 4, "num_blocks": 3,
               "block_options": {"l_max": l_max, "parity": parity}}
     model = make_model(config)
-    assert max(ir.l for _, ir in model.blocks[-1].irreps_out) == l_max
+    assert max(ir.l for _, ir in model.blocks[-2].irreps_out) == l_max
     assert_equivariant(model, make_ethanol(), random_rotation(inversion=True))
 
 
@@ -99,11 +99,18 @@ def test_declared_irreps_are_what_the_block_gives(block):
 def test_equivariant_blocks_carry_higher_order_features(block, orders):
     """The Wigner-D test is not vacuous: PaiNN carries l = 1 vectors, NequIP up to l = 2 of
     both parities (so the rotoinversion test checks pseudo-vectors and pseudo-scalars too)."""
-    model = make_model({**MODEL_CONFIG, "block": block})
-    irreps = model.blocks[-1].irreps_out
+    model = make_model({**MODEL_CONFIG, "block": block, "num_blocks": 3})
+    irreps = model.blocks[1].irreps_out
     assert {ir.l for _, ir in irreps} == orders
     if block == "nequip":
         assert {ir.p for _, ir in irreps if ir.l == 1} == {1, -1}
+
+
+def test_last_nequip_block_computes_only_the_invariants_the_readout_reads():
+    model = make_model({**MODEL_CONFIG, "block": "nequip", "num_blocks": 3})
+    assert [str(block.irreps_out) for block in model.blocks] == [
+        "16x0e+16x1o+16x2e", "16x0e+16x1e+16x1o+16x2e+16x2o", "16x0e"]
+    assert [block.residual for block in model.blocks] == [False, False, True]
 
 
 def test_a_stack_whose_irreps_do_not_fit_fails_at_build_time():

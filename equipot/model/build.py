@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import contextmanager
+from inspect import signature
 
 import torch
 
@@ -22,7 +23,10 @@ from equipot.nn.painn import PaiNNInteraction
 from equipot.nn.schnet import SchNetInteraction
 
 # Each block is built as Block(irreps_in=<previous module's irreps_out>, num_features=...,
-# num_radial=..., avg_num_neighbors=..., **block_options) and declares irreps_out.
+# num_radial=..., avg_num_neighbors=..., **block_options) and declares irreps_out. A block
+# with species-dependent weights also names num_species in its constructor and is given it; one
+# that can skip work when only its invariants are read names scalar_output, which is True for
+# the last block (the readout takes the scalar channels).
 BLOCKS = {"schnet": SchNetInteraction, "painn": PaiNNInteraction, "nequip": NequIPInteraction}
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}  # names used in configs
@@ -56,14 +60,19 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
     block_class = BLOCKS[config["block"]]
     num_features, cutoff = int(config["num_features"]), float(config["cutoff"])
     num_radial = int(config.get("num_radial", 8))
+    block_arguments = {"num_features": num_features, "num_radial": num_radial,
+                       "avg_num_neighbors": float(config["avg_num_neighbors"]),
+                       **dict(config.get("block_options") or {})}
+    if "num_species" in signature(block_class).parameters:
+        block_arguments["num_species"] = len(config["species"])
     with _default_dtype(dtype):
         embedding = SpeciesEmbedding(len(config["species"]), num_features)
         irreps, blocks = embedding.irreps_out, []
-        for _ in range(int(config["num_blocks"])):
-            blocks.append(block_class(irreps_in=irreps, num_features=num_features,
-                                      num_radial=num_radial,
-                                      avg_num_neighbors=float(config["avg_num_neighbors"]),
-                                      **dict(config.get("block_options") or {})))
+        num_blocks = int(config["num_blocks"])
+        for index in range(num_blocks):
+            if "scalar_output" in signature(block_class).parameters:
+                block_arguments["scalar_output"] = index == num_blocks - 1
+            blocks.append(block_class(irreps_in=irreps, **block_arguments))
             irreps = blocks[-1].irreps_out
         terms = []
         for term in config.get("energy_terms") or []:

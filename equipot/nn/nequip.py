@@ -6,13 +6,17 @@ length r_ij:
 
     x_i  = W₁ h_i                                           self-interaction (linear)
     m_i  = (1/√⟨n⟩) Σ_j  R(r_ij) ⊗ [x_j ⊗ Y(r̂_ij)]          convolution
-    y_i  = W₂ m_i + S h_i                                   self-interaction + self-connection
+    y_i  = W₂ m_i + S(z_i) h_i                              self-interaction + self-connection
     h_i ← Gate(y_i)  (+ h_i when the irreps match)          equivariant nonlinearity, residual
+
+The last block (``scalar_output``) computes only the 0e features the energy readout uses.
 
 Y: spherical harmonics up to l_max. ⊗: the channel-wise ("uvu") tensor product, one path per
 (l_in, l_sh, l_out) allowed by the selection rules; its weights per edge come from the radial
 MLP R of the Bessel basis, times the smooth envelope, so messages vanish at the cutoff.
-Gate: SiLU (even) / tanh (odd) on scalars, sigmoid-gated scalars multiplying l > 0 features.
+S(z_i): a linear map with weights per species of atom i (NequIP's self-connection, the tensor
+product of h_i with the one-hot species). Gate: SiLU (even) / tanh (odd) on scalars,
+sigmoid-gated scalars multiplying l > 0 features.
 ⟨n⟩: the training set's average number of neighbours (e3nn's normalisation: a sum of n
 unit-variance terms has variance n).
 """
@@ -26,6 +30,7 @@ from torch import nn
 
 from equipot.nn.geometry import Geometry
 from equipot.nn.scatter import scatter_sum
+from equipot.nn.species_linear import SpeciesLinear
 
 
 def hidden_irreps(num_features: int, l_max: int, parity: bool) -> o3.Irreps:
@@ -36,8 +41,8 @@ def hidden_irreps(num_features: int, l_max: int, parity: bool) -> o3.Irreps:
 
 class NequIPInteraction(nn.Module):
     def __init__(self, irreps_in: o3.Irreps, num_features: int, num_radial: int,
-                 avg_num_neighbors: float, l_max: int = 2, parity: bool = True,
-                 radial_hidden: int = 64):
+                 avg_num_neighbors: float, num_species: int, l_max: int = 2,
+                 parity: bool = True, radial_hidden: int = 64, scalar_output: bool = False):
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
         if self.irreps_in[0][1] != o3.Irrep("0e"):
@@ -47,9 +52,10 @@ class NequIPInteraction(nn.Module):
         self.l_max = l_max
         self.norm = avg_num_neighbors ** -0.5
 
-        # Convolution x_j ⊗ Y(r̂_ij): every path whose output is an allowed hidden irrep.
+        # Convolution x_j ⊗ Y(r̂_ij): every path whose output is an allowed hidden irrep. The
+        # last block feeds only the readout of invariants: it computes 0e outputs alone.
         hidden = hidden_irreps(num_features, l_max, parity)
-        allowed = {ir for _, ir in hidden}
+        allowed = {o3.Irrep("0e")} if scalar_output else {ir for _, ir in hidden}
         mid, instructions = [], []
         for i_in, (mul, ir_in) in enumerate(self.irreps_in):
             for i_sh, (_, ir_sh) in enumerate(self.irreps_sh):
@@ -78,12 +84,14 @@ class NequIPInteraction(nn.Module):
         if gated:
             self.gate = Gate(scalars, activations, o3.Irreps(f"{gated.num_irreps}x0e"),
                              [torch.sigmoid], gated)
-        else:  # l_max = 0: scalars only, nothing to gate
+        else:  # l_max = 0 or scalar output: nothing to gate
             self.gate = Activation(scalars, activations)
         self.linear_out = o3.Linear(irreps_mid, self.gate.irreps_in)
-        self.self_connection = o3.Linear(self.irreps_in, self.gate.irreps_in)
+        self.self_connection = SpeciesLinear(self.irreps_in, self.gate.irreps_in, num_species)
         self.irreps_out = self.gate.irreps_out
-        self.residual = self.irreps_out == self.irreps_in
+        # Residual onto the input's leading irreps when they are the output's (all of them, or
+        # the scalars for a scalar output).
+        self.residual = self.irreps_in[:len(self.irreps_out)] == self.irreps_out
 
     def forward(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         x = self.linear_in(features)
@@ -91,5 +99,6 @@ class NequIPInteraction(nn.Module):
         messages = self.convolution(x[geometry.neighbour],
                                     geometry.spherical_harmonics(self.l_max), weights)
         aggregated = scatter_sum(messages, geometry.centre, geometry.num_atoms) * self.norm
-        out = self.gate(self.linear_out(aggregated) + self.self_connection(features))
-        return features + out if self.residual else out
+        out = self.gate(self.linear_out(aggregated)
+                        + self.self_connection(features, geometry.species))
+        return features[:, :self.irreps_out.dim] + out if self.residual else out
