@@ -31,6 +31,7 @@ from equipot.evaluation import evaluate, format_table
 from equipot.io import atomic_write_text
 from equipot.model.checkpoint import save_model
 from equipot.train.module import PotentialModule
+from equipot.train.schedule import BudgetCosineSchedule, duration_seconds
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")  # a link to configs/
 if not OmegaConf.has_resolver("bundled"):
@@ -65,6 +66,9 @@ def train(config: DictConfig, run_dir: Path) -> dict:
     callbacks = [checkpoints, LearningRateMonitor()]
     if patience:
         callbacks.append(EarlyStopping(monitor="val/loss", patience=patience))
+    if settings["scheduler"]["name"] == "cosine":
+        callbacks.append(BudgetCosineSchedule(duration_seconds(trainer_settings["max_time"]),
+                                              settings["scheduler"]["min_lr"]))
     trainer = pl.Trainer(
         default_root_dir=run_dir, inference_mode=False, callbacks=callbacks,
         logger=[CSVLogger(run_dir, name="logs", version=""),

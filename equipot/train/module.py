@@ -19,6 +19,10 @@ from equipot.model.potential import Potential
 from equipot.train.loss import WeightedLoss
 from equipot.train.metrics import ErrorMetrics
 
+# plateau: ReduceLROnPlateau on the validation loss (configure_optimizers);
+# cosine: cosine decay over the epoch or wall-clock budget (equipot.train.schedule, a callback).
+SCHEDULERS = ("plateau", "cosine")
+
 class PotentialModule(pl.LightningModule):
     """``model_config`` as for ``build_potential``; ``labels``: fields the training data has."""
 
@@ -33,8 +37,11 @@ class PotentialModule(pl.LightningModule):
         self.labels = set(labels)
         self.optimizer_config = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0,
                                  **(optimizer or {})}
-        self.scheduler_config = {"factor": 0.8, "patience": 10, "min_lr": 1e-6,
-                                 **(scheduler or {})}
+        self.scheduler_config = {"name": "plateau", "factor": 0.8, "patience": 10,
+                                 "min_lr": 1e-6, **(scheduler or {})}
+        if self.scheduler_config["name"] not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler '{self.scheduler_config['name']}'; "
+                             f"available: {sorted(SCHEDULERS)}")
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay),
                                   use_buffers=False).requires_grad_(False)
                     if ema_decay else None)
@@ -96,6 +103,8 @@ class PotentialModule(pl.LightningModule):
             raise ValueError(f"unknown optimizer '{name}'; available: {sorted(optimizers)}")
         optimizer = optimizers[name](self.model.parameters(), lr=self.optimizer_config["lr"],
                                      weight_decay=self.optimizer_config["weight_decay"])
+        if self.scheduler_config["name"] == "cosine":  # driven by BudgetCosineSchedule
+            return optimizer
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=self.scheduler_config["factor"],
             patience=self.scheduler_config["patience"], min_lr=self.scheduler_config["min_lr"])

@@ -1,0 +1,77 @@
+"""Cosine learning-rate decay over the training budget, whether it is epochs or wall clock.
+
+    lr(p) = min_lr + (lr₀ − min_lr) · (1 + cos πp) / 2,
+    p = max(steps / (max_epochs · steps per epoch), elapsed training time / max_time)
+
+Under a wall-clock budget (``trainer.max_time``) the number of epochs is not known in advance,
+so an epoch-based schedule cannot end where training ends. Progress p is whichever budget
+runs out first; the rate reaches min_lr as training stops. Without decay, a short run ends at
+its full learning rate, and its last weights carry the optimiser's noise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+
+import pytorch_lightning as pl
+
+
+def duration_seconds(max_time: str | Mapping | timedelta | None) -> float | None:
+    """Seconds in a ``trainer.max_time`` as Lightning takes it: "DD:HH:MM:SS", a dict of
+    ``timedelta`` arguments, or a ``timedelta``; None for no time limit."""
+    if max_time is None:
+        return None
+    if isinstance(max_time, str):
+        days, hours, minutes, seconds = (int(part) for part in max_time.strip().split(":"))
+        max_time = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    elif isinstance(max_time, Mapping):
+        max_time = timedelta(**max_time)
+    return max_time.total_seconds()
+
+
+class BudgetCosineSchedule(pl.Callback):
+    """Sets every parameter group's learning rate before each training step.
+
+    ``max_seconds``: the wall-clock budget (None: epochs only). Elapsed time is kept in
+    Lightning checkpoints, so a resumed run continues the schedule where it stopped.
+    """
+
+    def __init__(self, max_seconds: float | None, min_lr: float = 1e-6):
+        self.max_seconds = max_seconds
+        self.min_lr = min_lr
+        self.elapsed_before = 0.0  # seconds trained before this process (resumed runs)
+        self.started = None
+        self.initial_lrs: list[float] = []
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.monotonic() - self.started if self.started else 0.0)
+
+    def progress(self, trainer: pl.Trainer) -> float:
+        """Fraction of the budget used, in [0, 1]."""
+        fractions = []
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            fractions.append(trainer.global_step / max(trainer.estimated_stepping_batches, 1))
+        if self.max_seconds:
+            fractions.append(self.elapsed() / self.max_seconds)
+        return min(max(fractions, default=0.0), 1.0)
+
+    def on_train_start(self, trainer, pl_module):
+        self.started = time.monotonic()
+        self.initial_lrs = [group.get("initial_lr", group["lr"])
+                            for group in trainer.optimizers[0].param_groups]
+        for group, lr in zip(trainer.optimizers[0].param_groups, self.initial_lrs):
+            group["initial_lr"] = lr
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        decay = 0.5 * (1.0 + math.cos(math.pi * self.progress(trainer)))
+        for group, lr in zip(trainer.optimizers[0].param_groups, self.initial_lrs):
+            group["lr"] = self.min_lr + (lr - self.min_lr) * decay
+
+    def state_dict(self) -> dict:
+        return {"elapsed": self.elapsed()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.elapsed_before = float(state_dict["elapsed"])
