@@ -92,3 +92,12 @@ def cu_cell() -> Atoms:
 @pytest.fixture
 def cu_slab() -> Atoms:
     return make_cu_slab()
+
+
+@pytest.fixture
+def float64_default_dtype():
+    """e3nn builds D-matrices from float32 constants unless float64 is the default dtype."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -21,13 +21,8 @@ from equipot.model.build import BLOCKS
 from conftest import MODEL_CONFIG, make_cu_cell, make_ethanol, make_model
 
 
-@pytest.fixture(autouse=True)
-def float64_wigner_matrices():
-    """e3nn builds D-matrices from float32 constants unless float64 is the default dtype."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+# Wigner D-matrices and couplings in float64 for every test of this file.
+pytestmark = pytest.mark.usefixtures("float64_default_dtype")
 
 
 def block_outputs(model, atoms) -> tuple[list[torch.Tensor], dict]:

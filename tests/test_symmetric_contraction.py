@@ -17,13 +17,8 @@ from torch.func import functional_call
 from equipot.nn.symmetric_contraction import SymmetricContraction
 
 
-@pytest.fixture(autouse=True)
-def float64_wigner_matrices():
-    """e3nn builds D-matrices from float32 constants unless float64 is the default dtype."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+# Wigner D-matrices and couplings in float64 for every test of this file.
+pytestmark = pytest.mark.usefixtures("float64_default_dtype")
 
 
 def random_inputs(module: SymmetricContraction, num_atoms: int, num_channels: int,

@@ -63,14 +63,15 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
     block_arguments = {"num_features": num_features, "num_radial": num_radial,
                        "avg_num_neighbors": float(config["avg_num_neighbors"]),
                        **dict(config.get("block_options") or {})}
-    if "num_species" in signature(block_class).parameters:
+    block_parameters = signature(block_class).parameters
+    if "num_species" in block_parameters:
         block_arguments["num_species"] = len(config["species"])
     with _default_dtype(dtype):
         embedding = SpeciesEmbedding(len(config["species"]), num_features)
         irreps, blocks = embedding.irreps_out, []
         num_blocks = int(config["num_blocks"])
         for index in range(num_blocks):
-            if "scalar_output" in signature(block_class).parameters:
+            if "scalar_output" in block_parameters:
                 block_arguments["scalar_output"] = index == num_blocks - 1
             blocks.append(block_class(irreps_in=irreps, **block_arguments))
             irreps = blocks[-1].irreps_out
