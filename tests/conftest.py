@@ -30,7 +30,7 @@ def make_model(config=None, dtype=torch.float64, seed=0, weight_factor=None):
     model = build_potential(config, dtype=dtype)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if name.startswith(("blocks.", "readout.")):
+            if name.startswith(("blocks.", "readouts.")):
                 parameter.mul_(weight_factor)
     return model.eval()
 

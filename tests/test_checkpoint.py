@@ -205,8 +205,8 @@ def test_invalid_format_version(saved, version):
 
 def test_migration_is_applied(tmp_path, monkeypatch):
     model = make_model()
-    # A format-1 file that (in this pretend history) called the model config "config".
-    old = {"format_version": 1, "equipot_version": "0.0.1", "config": dict(CONFIG),
+    # A format-2 file that (in this pretend history) called the model config "config".
+    old = {"format_version": 2, "equipot_version": "0.0.1", "config": dict(CONFIG),
            "state_dict": {name: tensor.detach() for name, tensor in model.state_dict().items()},
            "metadata": {"epoch": 1}}
     path = tmp_path / "old.pt"
@@ -217,19 +217,19 @@ def test_migration_is_applied(tmp_path, monkeypatch):
         calls.append(checkpoint["format_version"])
         checkpoint = dict(checkpoint)
         checkpoint["model_config"] = checkpoint.pop("config")
-        checkpoint["format_version"] = 2
+        checkpoint["format_version"] = 3
         return checkpoint
 
-    monkeypatch.setattr(checkpoint_module, "FORMAT_VERSION", 2)
-    monkeypatch.setitem(checkpoint_module.MIGRATIONS, 1, rename_config)
+    monkeypatch.setattr(checkpoint_module, "FORMAT_VERSION", 3)
+    monkeypatch.setitem(checkpoint_module.MIGRATIONS, 2, rename_config)
 
     checkpoint = read_checkpoint(path)
-    assert calls == [1]
-    assert checkpoint["format_version"] == 2
+    assert calls == [2]
+    assert checkpoint["format_version"] == 3
     assert "config" not in checkpoint and checkpoint["model_config"] == CONFIG
 
     loaded = load(path, dtype=torch.float64)
-    assert calls == [1, 1]
+    assert calls == [2, 2]
     batch = make_batch()
     torch.testing.assert_close(predict(loaded, batch)[keys.ENERGY],
                                predict(model, batch)[keys.ENERGY], rtol=0, atol=1e-12)
@@ -237,9 +237,9 @@ def test_migration_is_applied(tmp_path, monkeypatch):
 
     # New files are written in the current format and need no migration.
     save_model(tmp_path / "new.pt", model, CONFIG)
-    assert torch.load(tmp_path / "new.pt", weights_only=True)["format_version"] == 2
+    assert torch.load(tmp_path / "new.pt", weights_only=True)["format_version"] == 3
     read_checkpoint(tmp_path / "new.pt")
-    assert calls == [1, 1]
+    assert calls == [2, 2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,3 +276,17 @@ def test_successful_save_replaces_file_and_leaves_no_temporary(saved):
     save_model(path, make_model(seed=4), CONFIG, {"epoch": 4})
     assert os.listdir(path.parent) == [path.name]
     assert read_checkpoint(path)["metadata"] == {"epoch": 4}
+
+
+def test_format_1_files_with_one_readout_still_load(tmp_path):
+    """Format 1 stored the readout after the last block as ``readout.*``."""
+    model = make_model()
+    stage = CONFIG["num_blocks"]
+    state_dict = {name.replace(f"readouts.{stage}.", "readout."): tensor.detach()
+                  for name, tensor in model.state_dict().items()}
+    assert any(name.startswith("readout.") for name in state_dict)
+    torch.save({"format_version": 1, "equipot_version": "0.1.0", "model_config": dict(CONFIG),
+                "state_dict": state_dict, "metadata": {}}, tmp_path / "old.pt")
+    batch = make_batch()
+    torch.testing.assert_close(predict(load(tmp_path / "old.pt", dtype=torch.float64), batch),
+                               predict(model, batch), rtol=0, atol=1e-12)

@@ -14,19 +14,13 @@ from inspect import signature
 import torch
 
 from equipot.model.potential import Potential
-from equipot.nn.embedding import SpeciesEmbedding
 from equipot.nn.energy_terms import ENERGY_TERMS
 from equipot.nn.radial import BesselBasis, PolynomialEnvelope
-from equipot.nn.readout import ScalarReadout
 from equipot.nn.nequip import NequIPInteraction
 from equipot.nn.painn import PaiNNInteraction
 from equipot.nn.schnet import SchNetInteraction
 
-# Each block is built as Block(irreps_in=<previous module's irreps_out>, num_features=...,
-# num_radial=..., avg_num_neighbors=..., **block_options) and declares irreps_out. A block
-# with species-dependent weights also names num_species in its constructor and is given it; one
-# that can skip work when only its invariants are read names scalar_output, which is True for
-# the last block (the readout takes the scalar channels).
+# The interaction-block families; equipot/nn/block.py gives the contract each one follows.
 BLOCKS = {"schnet": SchNetInteraction, "painn": PaiNNInteraction, "nequip": NequIPInteraction}
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}  # names used in configs
@@ -66,15 +60,21 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
     block_parameters = signature(block_class).parameters
     if "num_species" in block_parameters:
         block_arguments["num_species"] = len(config["species"])
+    readout_hidden = int(config.get("readout_hidden", num_features // 2))
+    num_blocks = int(config["num_blocks"])
     with _default_dtype(dtype):
-        embedding = SpeciesEmbedding(len(config["species"]), num_features)
-        irreps, blocks = embedding.irreps_out, []
-        num_blocks = int(config["num_blocks"])
+        embedding = block_class.build_embedding(len(config["species"]), block_arguments)
+        stages = [embedding]
         for index in range(num_blocks):
             if "scalar_output" in block_parameters:
                 block_arguments["scalar_output"] = index == num_blocks - 1
-            blocks.append(block_class(irreps_in=irreps, **block_arguments))
-            irreps = blocks[-1].irreps_out
+            stages.append(block_class(irreps_in=stages[-1].irreps_out, **block_arguments))
+        readouts = {}
+        for stage, module in enumerate(stages):
+            readout = block_class.build_readout(module.irreps_out, stage, num_blocks,
+                                                readout_hidden, block_arguments)
+            if readout is not None:
+                readouts[stage] = readout
         terms = []
         for term in config.get("energy_terms") or []:
             options = dict(term)
@@ -88,7 +88,6 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
             embedding=embedding,
             radial_basis=BesselBasis(cutoff, num_radial),
             envelope=PolynomialEnvelope(cutoff, int(config.get("envelope_exponent", 6))),
-            blocks=blocks,
-            readout=ScalarReadout(irreps, int(config.get("readout_hidden", num_features // 2))),
+            blocks=stages[1:], readouts=readouts,
             reference_energies=config["reference_energies"], shift=config["shift"],
             scale=config["scale"], energy_terms=terms)

@@ -20,9 +20,21 @@ from equipot.model.build import DTYPES, build_potential
 from equipot.model.potential import Potential
 from equipot.version import __version__
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+
+def _one_readout_to_readouts_by_stage(checkpoint: dict) -> dict:
+    """Format 1 → 2: the single readout after the last block (``readout.*``) became the
+    readout of stage num_blocks (``readouts.<num_blocks>.*``) when readouts per stage came."""
+    stage = int(checkpoint["model_config"]["num_blocks"])
+    state_dict = {(f"readouts.{stage}." + name.removeprefix("readout.")
+                   if name.startswith("readout.") else name): tensor
+                  for name, tensor in checkpoint["state_dict"].items()}
+    return {**checkpoint, "state_dict": state_dict, "format_version": 2}
+
+
 # format_version k → function upgrading a format-k dict to format k + 1.
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _one_readout_to_readouts_by_stage}
 
 
 def save_model(path: str | Path, model: Potential, model_config: Mapping,

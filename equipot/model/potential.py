@@ -1,7 +1,7 @@
 """The Potential: structure → energy, and the one place where forces and stress are taken.
 
-    E = Σ_i [ E0(z_i) + shift + scale · readout(h_i) + Σ_terms e_i ],
-    h = blocks(embedding(z), edge geometry)
+    E = Σ_i [ E0(z_i) + shift + scale · Σ_k readout_k(x⁽ᵏ⁾)_i + Σ_terms e_i ],
+    x⁽⁰⁾ = embedding(z, edge geometry),   x⁽ᵏ⁾ = block_k(x⁽ᵏ⁻¹⁾, edge geometry)
     F = −∂E/∂pos,   σ = (1/V) ∂E/∂ε  (ε: symmetric strain applied to positions and cell)
 
 The network runs in its own dtype (float32 by default). Edge vectors are formed in float64
@@ -12,7 +12,7 @@ Forces and stress come back in float64.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,15 +33,22 @@ def check_irreps_chain(named_modules: Sequence[tuple[str, nn.Module]]) -> None:
 
 
 class Potential(nn.Module):
+    """``readouts`` maps a stage (0: the embedding, k: block k, counted from 1) to the module
+    reading per-atom energies from that stage's features; stages without one are left out."""
+
     def __init__(self, species: Sequence[int], cutoff: float, embedding: nn.Module,
                  radial_basis: nn.Module, envelope: nn.Module, blocks: Sequence[nn.Module],
-                 readout: nn.Module, reference_energies: Sequence[float], shift: float,
-                 scale: float, energy_terms: Sequence[nn.Module] = ()):
+                 readouts: Mapping[int, nn.Module], reference_energies: Sequence[float],
+                 shift: float, scale: float, energy_terms: Sequence[nn.Module] = ()):
         super().__init__()
-        check_irreps_chain([("embedding", embedding)]
-                           + [(f"block {k} ({type(block).__name__})", block)
-                              for k, block in enumerate(blocks)]
-                           + [("readout", readout)])
+        stages = [("embedding", embedding)] + [(f"block {k} ({type(block).__name__})", block)
+                                               for k, block in enumerate(blocks, 1)]
+        check_irreps_chain(stages)
+        if not readouts or not set(readouts) <= set(range(len(stages))):
+            raise ValueError(f"readouts are needed at stages within 0 … {len(blocks)}, "
+                             f"got {sorted(readouts)}")
+        for stage, readout in readouts.items():
+            check_irreps_chain([stages[stage], (f"readout {stage}", readout)])
         self.species = [int(z) for z in species]
         self.cutoff = float(cutoff)
         self.shift, self.scale = float(shift), float(scale)
@@ -49,7 +56,7 @@ class Potential(nn.Module):
         self.radial_basis = radial_basis
         self.envelope = envelope
         self.blocks = nn.ModuleList(blocks)
-        self.readout = readout
+        self.readouts = nn.ModuleDict({str(stage): readouts[stage] for stage in sorted(readouts)})
         self.energy_terms = nn.ModuleList(energy_terms)
         lookup = torch.full((max(self.species) + 1,), -1, dtype=torch.long)
         lookup[self.species] = torch.arange(len(self.species))
@@ -111,13 +118,15 @@ class Potential(nn.Module):
         geometry = Geometry(
             atomic_numbers=z, species=species, batch=atom_graph, num_graphs=num_graphs,
             positions=positions, cell=cell, pbc=batch[keys.PBC], centre=centre,
-            neighbour=neighbour, vectors=vectors, lengths=lengths,
+            neighbour=neighbour, shifts=shifts, vectors=vectors, lengths=lengths,
             radial_basis=self.radial_basis(lengths), envelope=self.envelope(lengths))
 
-        features = self.embedding(species)
-        for block in self.blocks:
+        features = self.embedding(geometry)
+        network_energies = self._read(0, features, geometry)
+        for stage, block in enumerate(self.blocks, 1):
             features = block(features, geometry)
-        atomic_energies = (self.scale * self.readout(features) + self.shift).double()
+            network_energies = network_energies + self._read(stage, features, geometry)
+        atomic_energies = (self.scale * network_energies + self.shift).double()
         atomic_energies = atomic_energies + self.reference_energies[species]
         for term in self.energy_terms:
             atomic_energies = atomic_energies + term(geometry).double()
@@ -138,3 +147,9 @@ class Potential(nn.Module):
         if not create_graph:  # autograd.grad freed the graph: nothing can flow back any more
             out = {name: value.detach() for name, value in out.items()}
         return out
+
+    def _read(self, stage: int, features: torch.Tensor, geometry: Geometry) -> torch.Tensor | float:
+        """Per-atom energies [N] read from ``stage``'s features, or 0 where it has no readout."""
+        if str(stage) not in self.readouts:
+            return 0.0
+        return self.readouts[str(stage)](features, geometry)

@@ -7,11 +7,15 @@ positions and strain in one place.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import torch
 from e3nn import o3
+
+from equipot.nn.triplets import Triplets, build_triplets
 
 
 @dataclass
@@ -27,11 +31,12 @@ class Geometry:
     pbc: torch.Tensor  # [G, 3] bool
     centre: torch.Tensor  # [E] int64, atom i receiving the message
     neighbour: torch.Tensor  # [E] int64, atom j sending it
+    shifts: torch.Tensor  # [E, 3] float64 integers S, cell shifts of the edges
     vectors: torch.Tensor  # [E, 3] Å, r_ij = pos[j] − pos[i] + S @ cell
     lengths: torch.Tensor  # [E] Å
     radial_basis: torch.Tensor  # [E, B], raw radial basis of the lengths
     envelope: torch.Tensor  # [E], smooth cutoff envelope, 1 at r = 0 and 0 from the cutoff
-    _spherical_harmonics: dict = field(default_factory=dict, repr=False)
+    _shared: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_atoms(self) -> int:
@@ -42,11 +47,21 @@ class Geometry:
         """[E, 3] r_ij / |r_ij|, computed once and shared by every block."""
         return self.vectors / self.lengths.unsqueeze(-1)
 
+    @cached_property
+    def triplets(self) -> Triplets:
+        """Triplets k → j → i of the edges, built on the first request (only blocks with
+        angular messages ask) and shared by every block."""
+        return build_triplets(self.centre, self.neighbour, self.shifts, self.num_atoms)
+
+    def shared(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """``compute()``, evaluated once per forward pass and shared by every block that asks
+        with the same ``key`` (spherical harmonics, DimeNet++'s spherical basis, ...)."""
+        if key not in self._shared:
+            self._shared[key] = compute()
+        return self._shared[key]
+
     def spherical_harmonics(self, l_max: int) -> torch.Tensor:
-        """[E, (l_max + 1)²] Y_lm(r̂_ij), l = 0 … l_max, component-normalised (e3nn order);
-        computed once per l_max and shared by every block."""
-        if l_max not in self._spherical_harmonics:
-            self._spherical_harmonics[l_max] = o3.spherical_harmonics(
-                o3.Irreps.spherical_harmonics(l_max), self.unit_vectors, normalize=False,
-                normalization="component")
-        return self._spherical_harmonics[l_max]
+        """[E, (l_max + 1)²] Y_lm(r̂_ij), l = 0 … l_max, component-normalised (e3nn order)."""
+        return self.shared(("spherical_harmonics", l_max), lambda: o3.spherical_harmonics(
+            o3.Irreps.spherical_harmonics(l_max), self.unit_vectors, normalize=False,
+            normalization="component"))

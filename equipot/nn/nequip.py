@@ -28,6 +28,7 @@ from e3nn import o3
 from e3nn.nn import Activation, FullyConnectedNet, Gate
 from torch import nn
 
+from equipot.nn.block import InteractionBlock
 from equipot.nn.geometry import Geometry
 from equipot.nn.scatter import scatter_sum
 from equipot.nn.species_linear import SpeciesLinear
@@ -39,7 +40,7 @@ def hidden_irreps(num_features: int, l_max: int, parity: bool) -> o3.Irreps:
                       for p in ((1, -1) if parity else ((-1) ** l,))])
 
 
-class NequIPInteraction(nn.Module):
+class NequIPInteraction(InteractionBlock):
     def __init__(self, irreps_in: o3.Irreps, num_features: int, num_radial: int,
                  avg_num_neighbors: float, num_species: int, l_max: int = 2,
                  parity: bool = True, radial_hidden: int = 64, scalar_output: bool = False):

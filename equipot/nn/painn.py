@@ -22,13 +22,14 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from equipot.nn.block import InteractionBlock
 from equipot.nn.geometry import Geometry
 from equipot.nn.irreps import require_irreps
 from equipot.nn.mlp import mlp
 from equipot.nn.scatter import scatter_sum
 
 
-class PaiNNInteraction(nn.Module):
+class PaiNNInteraction(InteractionBlock):
     def __init__(self, irreps_in: o3.Irreps, num_features: int, num_radial: int,
                  avg_num_neighbors: float, epsilon: float = 1e-8):
         super().__init__()

@@ -1,4 +1,8 @@
-"""Per-atom energy from the invariant part of the final atom features."""
+"""Per-atom energies from the invariant (0e) part of atom features.
+
+Equivariant features are laid out as e3nn does (scalars first), so the invariant channels are
+a prefix of the feature vector. Every readout is called as readout(features, geometry) → [N].
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,40 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from equipot.nn.geometry import Geometry
 from equipot.nn.mlp import mlp
 
 
-class ScalarReadout(nn.Module):
-    """MLP of the leading scalar (0e) channels: [N, dim(irreps_in)] → [N] (dimensionless).
+def leading_scalars(irreps: o3.Irreps | str) -> int:
+    """The number of 0e channels that lead ``irreps``; an error if it does not start with 0e."""
+    irreps = o3.Irreps(irreps)
+    if not irreps or irreps[0].ir != o3.Irrep("0e"):
+        raise ValueError(f"an energy readout needs scalar (0e) channels first, got {irreps}")
+    return irreps[0].mul
 
-    Equivariant features are laid out as e3nn does (scalars first), so the invariant
-    channels are a prefix of the feature vector.
-    """
+
+class ScalarReadout(nn.Module):
+    """MLP of the leading scalar (0e) channels: [N, dim(irreps_in)] → [N] (dimensionless)."""
 
     def __init__(self, irreps_in: o3.Irreps | str, hidden: int):
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
-        first_mul, first_ir = self.irreps_in[0]
-        if first_ir != o3.Irrep("0e"):
-            raise ValueError(f"readout needs scalar (0e) channels first, got {self.irreps_in}")
-        self.num_scalars = first_mul
+        self.num_scalars = leading_scalars(self.irreps_in)
         self.network = mlp(self.num_scalars, hidden, 1)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         return self.network(features[:, : self.num_scalars]).squeeze(-1)
+
+
+class LinearReadout(nn.Module):
+    """Linear map of the leading scalar channels: [N, dim(irreps_in)] → [N] (dimensionless).
+    The only equivariant linear map to an invariant reads the invariants."""
+
+    def __init__(self, irreps_in: o3.Irreps | str):
+        super().__init__()
+        self.irreps_in = o3.Irreps(irreps_in)
+        self.num_scalars = leading_scalars(self.irreps_in)
+        self.linear = nn.Linear(self.num_scalars, 1, bias=False)
+
+    def forward(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+        return self.linear(features[:, : self.num_scalars]).squeeze(-1)
