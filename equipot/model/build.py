@@ -16,12 +16,15 @@ import torch
 from equipot.model.potential import Potential
 from equipot.nn.energy_terms import ENERGY_TERMS
 from equipot.nn.radial import BesselBasis, PolynomialEnvelope
+from equipot.nn.dimenet import DimeNetPlusPlusInteraction
+from equipot.nn.mace import MACEInteraction
 from equipot.nn.nequip import NequIPInteraction
 from equipot.nn.painn import PaiNNInteraction
 from equipot.nn.schnet import SchNetInteraction
 
 # The interaction-block families; equipot/nn/block.py gives the contract each one follows.
-BLOCKS = {"schnet": SchNetInteraction, "painn": PaiNNInteraction, "nequip": NequIPInteraction}
+BLOCKS = {"schnet": SchNetInteraction, "painn": PaiNNInteraction, "nequip": NequIPInteraction,
+          "mace": MACEInteraction, "dimenet": DimeNetPlusPlusInteraction}
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}  # names used in configs
 
@@ -60,12 +63,16 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
     block_parameters = signature(block_class).parameters
     if "num_species" in block_parameters:
         block_arguments["num_species"] = len(config["species"])
+    if "cutoff" in block_parameters:  # bases that scale with it (DimeNet++'s spherical one)
+        block_arguments["cutoff"] = cutoff
     readout_hidden = int(config.get("readout_hidden", num_features // 2))
     num_blocks = int(config["num_blocks"])
     with _default_dtype(dtype):
         embedding = block_class.build_embedding(len(config["species"]), block_arguments)
         stages = [embedding]
         for index in range(num_blocks):
+            if "first_block" in block_parameters:
+                block_arguments["first_block"] = index == 0
             if "scalar_output" in block_parameters:
                 block_arguments["scalar_output"] = index == num_blocks - 1
             stages.append(block_class(irreps_in=stages[-1].irreps_out, **block_arguments))

@@ -12,8 +12,10 @@ and is built as
     Block(irreps_in=<previous stage's irreps_out>, num_features=F, num_radial=B,
           avg_num_neighbors=⟨n⟩, **block_options)
 
-plus ``num_species`` (species-dependent weights) and ``scalar_output`` (True for the last
-block, whose only reader is an invariant readout) when its constructor names them. The two
+plus ``num_species`` (species-dependent weights), ``cutoff`` (Å, for bases that scale with
+it, as DimeNet++'s spherical basis), ``first_block`` (True for the block reading the
+embedding, which MACE builds differently) and ``scalar_output`` (True for the last block, whose
+only reader is an invariant readout) when its constructor names them. The two
 class methods below give the common layout: a species embedding, and one MLP of the scalars
 after the last block. A family whose paper differs (MACE reads out every layer, DimeNet++
 embeds edges and has an output block after every stage) overrides them in its own file, so

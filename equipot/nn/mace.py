@@ -1,0 +1,152 @@
+"""MACE interaction block (Batatia, Kovács, Simm, Ortner, Csányi, NeurIPS 2022), with e3nn.
+
+Atom features h are C channels of every irrep l = 0 … max_L of natural parity (−1)^l, e.g.
+Cx0e+Cx1o for max_L = 1; the last block (``scalar_output``) keeps only the C scalars, which is
+all its readout reads. One block, for atom i of species z_i with neighbours j:
+
+    h̄_j  = W h_j                                                     linear up
+    A_i  = W_A (1/⟨n⟩) Σ_j  R(r_ij) ⊗ [h̄_j ⊗ Y(r̂_ij)]                 one-particle basis
+    B_i  = Σ_{ν ≤ correlation} W(z_i) · U^{(ν)} : A_i^{⊗ν}            higher-order basis
+    m_i  = W_B B_i                                                    message
+    h_i ← m_i + S(z_i) h_i                                            update (residual)
+
+Y: spherical harmonics up to l_max. ⊗: the channel-wise ("uvu") tensor product, one path per
+(l_in, l_Y, l_out) allowed by the selection rules whose l_out is an irrep of Y; its weights per
+edge come from the radial MLP R applied to the Bessel basis times the smooth envelope (MACE's
+"edge features", with the envelope on R's input; R has no biases and SiLU(0) = 0, so the
+weights vanish at the cutoff as smoothly as the envelope). A has C
+channels of every irrep of Y (0e+1o+2e+3o for l_max = 3: MACE's "interaction irreps").
+B: the symmetric contraction (``equipot.nn.symmetric_contraction``), channel by channel, of the
+ν-fold products of A_i with generalised Clebsch–Gordan coefficients U, weighted per species z_i
+and channel: the (ν+1)-body features of MACE's ACE-like basis. S(z_i): a linear map with
+weights per species of atom i (MACE's self-connection, the tensor product of h_i with the
+one-hot species; ``SpeciesLinear``). W, W_A, W_B: equivariant linear maps mixing channels.
+⟨n⟩: the training set's average number of neighbours (MACE divides by ⟨n⟩, not √⟨n⟩).
+
+The first block, reading the species embedding, follows the reference implementation's
+``RealAgnosticInteractionBlock``: no self-connection (S(z_i) h_i would be a constant per
+species, the job of the reference energies; without it an atom without neighbours has zero
+features) and a species-dependent W_A(z_i) instead (the reference applies its species tensor
+product to A there). Later blocks are its ``RealAgnosticResidualInteractionBlock`` followed by
+the ``EquivariantProductBasisBlock``. ``build_potential`` tells the first block it is
+(``first_block``).
+
+Readouts (``build_readout``): a linear map of the scalars after every block but the last, an
+MLP (SiLU, no biases) after the last, none after the embedding; the per-atom energy is their sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from e3nn import o3
+from e3nn.nn import FullyConnectedNet
+from torch import nn
+
+from equipot.nn.block import InteractionBlock
+from equipot.nn.geometry import Geometry
+from equipot.nn.mlp import mlp
+from equipot.nn.nequip import hidden_irreps
+from equipot.nn.readout import LinearReadout, ScalarReadout
+from equipot.nn.scatter import scatter_sum
+from equipot.nn.species_linear import SpeciesLinear
+from equipot.nn.symmetric_contraction import SymmetricContraction
+
+
+def channel_major(irreps: o3.Irreps) -> torch.Tensor:
+    """Index [C · Σ(2l+1)] taking e3nn's layout "Cx0e+Cx1o+…" (per irrep, the C channels one
+    after the other) to channel-major order (per channel, its 0e, 1o, … components)."""
+    num_channels = irreps[0].mul
+    return torch.tensor([start + channel * ir.dim + m
+                         for channel in range(num_channels)
+                         for (_, ir), start in zip(irreps, (s.start for s in irreps.slices()))
+                         for m in range(ir.dim)])
+
+
+class MACEReadout(ScalarReadout):
+    """MACE's readout of the last block: Linear → SiLU → Linear of the scalars, no biases
+    (features of zero, an atom without neighbours, read as zero energy)."""
+
+    def __init__(self, irreps_in: o3.Irreps | str, hidden: int):
+        super().__init__(irreps_in, hidden)
+        self.network = mlp(self.num_scalars, hidden, 1, activation=nn.SiLU, bias=False)
+
+
+class MACEInteraction(InteractionBlock):
+    def __init__(self, irreps_in: o3.Irreps, num_features: int, num_radial: int,
+                 avg_num_neighbors: float, num_species: int, scalar_output: bool = False,
+                 max_L: int = 1, l_max: int = 3, correlation: int = 3,
+                 radial_hidden: int = 64, radial_layers: int = 3, first_block: bool = False):
+        """``first_block``: the block reading the species embedding (no self-connection, W_A
+        per species)."""
+        super().__init__()
+        self.first = first_block
+        self.irreps_in = o3.Irreps(irreps_in)
+        if not self.irreps_in or self.irreps_in[0].ir != o3.Irrep("0e"):
+            raise ValueError(f"MACEInteraction takes features with 0e scalars first, but the "
+                             f"module before it gives {self.irreps_in}")
+        if not 0 <= max_L <= l_max:
+            raise ValueError(f"max_L must lie in 0 … l_max = {l_max}, got {max_L}")
+        self.l_max, self.num_features = l_max, num_features
+        self.irreps_sh = o3.Irreps.spherical_harmonics(l_max)
+        self.irreps_out = hidden_irreps(num_features, 0 if scalar_output else max_L, False)
+        self.norm = 1.0 / avg_num_neighbors
+
+        # A: C channels of every irrep of Y, through every uvu path h̄_j ⊗ Y that reaches one.
+        irreps_a = o3.Irreps([(num_features, ir) for _, ir in self.irreps_sh])
+        targets = {ir for _, ir in irreps_a}
+        mid, instructions = [], []
+        for i_in, (mul, ir_in) in enumerate(self.irreps_in):
+            for i_sh, (_, ir_sh) in enumerate(self.irreps_sh):
+                for ir_out in ir_in * ir_sh:
+                    if ir_out in targets:
+                        instructions.append((i_in, i_sh, len(mid), "uvu", True))
+                        mid.append((mul, ir_out))
+        irreps_mid, permutation, _ = o3.Irreps(mid).sort()
+        instructions = [(i_in, i_sh, permutation[i_out], mode, train)
+                        for i_in, i_sh, i_out, mode, train in instructions]
+        self.linear_up = o3.Linear(self.irreps_in, self.irreps_in)
+        self.convolution = o3.TensorProduct(self.irreps_in, self.irreps_sh, irreps_mid,
+                                            instructions, shared_weights=False,
+                                            internal_weights=False)
+        self.radial = FullyConnectedNet([num_radial] + [radial_hidden] * radial_layers
+                                        + [self.convolution.weight_numel],
+                                        torch.nn.functional.silu)
+        irreps_mid = irreps_mid.simplify()
+        self.linear_a = (SpeciesLinear(irreps_mid, irreps_a, num_species) if self.first
+                         else o3.Linear(irreps_mid, irreps_a))
+
+        # B and m, channel by channel: A's C channels of 0e+1o+… → C channels of 0e+… (≤ max_L).
+        self.product = SymmetricContraction(self.irreps_sh,
+                                            o3.Irreps([(1, ir) for _, ir in self.irreps_out]),
+                                            num_features, num_species, correlation)
+        self.register_buffer("a_channel_major", channel_major(irreps_a), persistent=False)
+        self.register_buffer("b_e3nn_order", torch.argsort(channel_major(self.irreps_out)),
+                             persistent=False)
+        self.linear_b = o3.Linear(self.irreps_out, self.irreps_out)
+        self.self_connection = (None if self.first else
+                                SpeciesLinear(self.irreps_in, self.irreps_out, num_species))
+
+    def forward(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+        species = geometry.species
+        x = self.linear_up(features)
+        weights = self.radial(geometry.radial_basis * geometry.envelope.unsqueeze(-1))
+        messages = self.convolution(x[geometry.neighbour],
+                                    geometry.spherical_harmonics(self.l_max), weights)
+        aggregated = scatter_sum(messages, geometry.centre, geometry.num_atoms) * self.norm
+        a = self.linear_a(aggregated, species) if self.first else self.linear_a(aggregated)
+        a = a[:, self.a_channel_major].unflatten(1, (self.num_features, -1))  # [N, C, (l_max+1)²]
+        b = self.product(a, species).flatten(1)[:, self.b_e3nn_order]  # e3nn layout again
+        out = self.linear_b(b)
+        if self.self_connection is not None:
+            out = out + self.self_connection(features, species)
+        return out
+
+    @classmethod
+    def build_readout(cls, irreps: o3.Irreps, stage: int, num_blocks: int,
+                      readout_hidden: int, options: Mapping) -> nn.Module | None:
+        """A linear readout after every block but the last, MACE's MLP after the last."""
+        if stage == 0:
+            return None
+        return LinearReadout(irreps) if stage < num_blocks else MACEReadout(irreps, readout_hidden)
