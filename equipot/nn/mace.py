@@ -45,6 +45,7 @@ from e3nn.nn import FullyConnectedNet
 from torch import nn
 
 from equipot.nn.block import InteractionBlock
+from equipot.nn.convolution import edge_tensor_product
 from equipot.nn.geometry import Geometry
 from equipot.nn.mlp import mlp
 from equipot.nn.nequip import hidden_irreps
@@ -95,25 +96,13 @@ class MACEInteraction(InteractionBlock):
 
         # A: C channels of every irrep of Y, through every uvu path h̄_j ⊗ Y that reaches one.
         irreps_a = o3.Irreps([(num_features, ir) for _, ir in self.irreps_sh])
-        targets = {ir for _, ir in irreps_a}
-        mid, instructions = [], []
-        for i_in, (mul, ir_in) in enumerate(self.irreps_in):
-            for i_sh, (_, ir_sh) in enumerate(self.irreps_sh):
-                for ir_out in ir_in * ir_sh:
-                    if ir_out in targets:
-                        instructions.append((i_in, i_sh, len(mid), "uvu", True))
-                        mid.append((mul, ir_out))
-        irreps_mid, permutation, _ = o3.Irreps(mid).sort()
-        instructions = [(i_in, i_sh, permutation[i_out], mode, train)
-                        for i_in, i_sh, i_out, mode, train in instructions]
         self.linear_up = o3.Linear(self.irreps_in, self.irreps_in)
-        self.convolution = o3.TensorProduct(self.irreps_in, self.irreps_sh, irreps_mid,
-                                            instructions, shared_weights=False,
-                                            internal_weights=False)
+        self.convolution = edge_tensor_product(self.irreps_in, self.irreps_sh,
+                                               {ir for _, ir in irreps_a})
         self.radial = FullyConnectedNet([num_radial] + [radial_hidden] * radial_layers
                                         + [self.convolution.weight_numel],
                                         torch.nn.functional.silu)
-        irreps_mid = irreps_mid.simplify()
+        irreps_mid = self.convolution.irreps_out.simplify()
         self.linear_a = (SpeciesLinear(irreps_mid, irreps_a, num_species) if self.first
                          else o3.Linear(irreps_mid, irreps_a))
 

@@ -29,6 +29,7 @@ from e3nn.nn import Activation, FullyConnectedNet, Gate
 from torch import nn
 
 from equipot.nn.block import InteractionBlock
+from equipot.nn.convolution import edge_tensor_product
 from equipot.nn.geometry import Geometry
 from equipot.nn.scatter import scatter_sum
 from equipot.nn.species_linear import SpeciesLinear
@@ -57,20 +58,9 @@ class NequIPInteraction(InteractionBlock):
         # last block feeds only the readout of invariants: it computes 0e outputs alone.
         hidden = hidden_irreps(num_features, l_max, parity)
         allowed = {o3.Irrep("0e")} if scalar_output else {ir for _, ir in hidden}
-        mid, instructions = [], []
-        for i_in, (mul, ir_in) in enumerate(self.irreps_in):
-            for i_sh, (_, ir_sh) in enumerate(self.irreps_sh):
-                for ir_out in ir_in * ir_sh:
-                    if ir_out in allowed:
-                        instructions.append((i_in, i_sh, len(mid), "uvu", True))
-                        mid.append((mul, ir_out))
-        irreps_mid, permutation, _ = o3.Irreps(mid).sort()
-        instructions = [(i_in, i_sh, permutation[i_out], mode, train)
-                        for i_in, i_sh, i_out, mode, train in instructions]
         self.linear_in = o3.Linear(self.irreps_in, self.irreps_in)
-        self.convolution = o3.TensorProduct(self.irreps_in, self.irreps_sh, irreps_mid,
-                                            instructions, shared_weights=False,
-                                            internal_weights=False)
+        self.convolution = edge_tensor_product(self.irreps_in, self.irreps_sh, allowed)
+        irreps_mid = self.convolution.irreps_out
         self.radial = FullyConnectedNet([num_radial, radial_hidden, radial_hidden,
                                          self.convolution.weight_numel], torch.nn.functional.silu)
 
