@@ -47,7 +47,6 @@ from torch import nn
 from equipot.nn.block import InteractionBlock
 from equipot.nn.convolution import edge_tensor_product
 from equipot.nn.geometry import Geometry
-from equipot.nn.mlp import mlp
 from equipot.nn.nequip import hidden_irreps
 from equipot.nn.readout import LinearReadout, ScalarReadout
 from equipot.nn.scatter import scatter_sum
@@ -70,8 +69,7 @@ class MACEReadout(ScalarReadout):
     (features of zero, an atom without neighbours, read as zero energy)."""
 
     def __init__(self, irreps_in: o3.Irreps | str, hidden: int):
-        super().__init__(irreps_in, hidden)
-        self.network = mlp(self.num_scalars, hidden, 1, activation=nn.SiLU, bias=False)
+        super().__init__(irreps_in, hidden, activation=nn.SiLU, bias=False)
 
 
 class MACEInteraction(InteractionBlock):

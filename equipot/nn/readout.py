@@ -11,7 +11,7 @@ from e3nn import o3
 from torch import nn
 
 from equipot.nn.geometry import Geometry
-from equipot.nn.mlp import mlp
+from equipot.nn.mlp import ShiftedSoftplus, mlp
 
 
 def leading_scalars(irreps: o3.Irreps | str) -> int:
@@ -23,13 +23,15 @@ def leading_scalars(irreps: o3.Irreps | str) -> int:
 
 
 class ScalarReadout(nn.Module):
-    """MLP of the leading scalar (0e) channels: [N, dim(irreps_in)] → [N] (dimensionless)."""
+    """MLP of the leading scalar (0e) channels: [N, dim(irreps_in)] → [N] (dimensionless).
+    ``activation`` and ``bias`` as in ``equipot.nn.mlp.mlp``."""
 
-    def __init__(self, irreps_in: o3.Irreps | str, hidden: int):
+    def __init__(self, irreps_in: o3.Irreps | str, hidden: int,
+                 activation: type[nn.Module] = ShiftedSoftplus, bias: bool = True):
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
         self.num_scalars = leading_scalars(self.irreps_in)
-        self.network = mlp(self.num_scalars, hidden, 1)
+        self.network = mlp(self.num_scalars, hidden, 1, activation=activation, bias=bias)
 
     def forward(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         return self.network(features[:, : self.num_scalars]).squeeze(-1)
