@@ -58,12 +58,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-cell", nargs="*", default=[], metavar="OVERRIDE",
                         help="rows whose 1 000-atom cell call is not timed")
-    no_cell = set(parser.parse_args().no_cell)
+    parser.add_argument("--only", nargs="*", default=None, metavar="OVERRIDE",
+                        help="time these rows alone (e.g. experiment=ethanol_nequip)")
+    arguments = parser.parse_args()
+    no_cell = set(arguments.no_cell)
     ethanol = read_structures(bundled("rmd17_ethanol/test.xyz"))[:8]
     print("| config | parameters | ethanol E+F ms | 1000-atom cell E+F ms "
           "| train step ms (8 ethanol) |")
     print("|---|---:|---:|---:|---:|")
     for name, model_config in model_configs().items():
+        if arguments.only is not None and name not in arguments.only:
+            continue
         torch.manual_seed(0)
         model = build_potential({**model_config, **STATISTICS})
         parameters = sum(p.numel() for p in model.parameters())

@@ -105,7 +105,10 @@ def test_last_nequip_block_computes_only_the_invariants_the_readout_reads():
     model = make_model({**MODEL_CONFIG, "block": "nequip", "num_blocks": 3})
     assert [str(block.irreps_out) for block in model.blocks] == [
         "16x0e+16x1o+16x2e", "16x0e+16x1e+16x1o+16x2e+16x2o", "16x0e"]
-    assert [block.residual for block in model.blocks] == [False, False, True]
+    assert [block.residual for block in model.blocks] == [False, False, False]
+    with_resnet = make_model({**MODEL_CONFIG, "block": "nequip", "num_blocks": 3,
+                              "block_options": {"resnet": True}})
+    assert [block.residual for block in with_resnet.blocks] == [False, False, True]
 
 
 def test_a_stack_whose_irreps_do_not_fit_fails_at_build_time():

