@@ -11,18 +11,22 @@ from torch_geometric.data import Batch
 
 from equipot import keys
 from equipot.data.graph import atoms_to_graph
+from equipot.data.reading import read_total_charge
 from equipot.model.checkpoint import load
 from equipot.model.potential import Potential
 
 
 class EquipotCalculator(Calculator):
-    """Energy, free energy (= energy), forces, per-atom energies and, for periodic cells, stress.
+    """Energy, free energy (= energy), forces, per-atom energies and, for periodic cells, stress;
+    atomic charges (e) and, for molecules, the dipole (e·Å) where the model predicts them.
 
     ``model_or_path`` is a Potential or a model file; ``dtype`` applies when loading a file
-    (default: the dtype it was trained in).
+    (default: the dtype it was trained in). The total charge is ``atoms.info["charge"]``
+    (default 0); changing it invalidates the results like moving an atom does.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies",
+                              "charges", "dipole"]
 
     def __init__(self, model_or_path: Potential | str | Path, device: str = "cpu",
                  dtype: torch.dtype | None = None, **kwargs):
@@ -32,6 +36,14 @@ class EquipotCalculator(Calculator):
         else:
             self.model = load(model_or_path, device=device, dtype=dtype)
         self.device = torch.device(device)
+
+    def check_state(self, atoms, tol=1e-15):
+        """ASE's changes, and the total charge's: ``info`` is not among the ones ASE checks."""
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None and (read_total_charge(atoms)
+                                       != read_total_charge(self.atoms)):
+            changes.append("charge")
+        return changes
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -57,3 +69,7 @@ class EquipotCalculator(Calculator):
         if want_stress:
             stress = out[keys.STRESS][0].detach().cpu().double().numpy()
             self.results["stress"] = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        if keys.CHARGES in out:
+            self.results["charges"] = out[keys.CHARGES].detach().cpu().double().numpy()
+        if keys.DIPOLE in out and not self.atoms.pbc.any():
+            self.results["dipole"] = out[keys.DIPOLE][0].detach().cpu().double().numpy()

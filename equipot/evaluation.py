@@ -54,7 +54,7 @@ def evaluate(model: Potential, dataset, batch_size: int = 1) -> Evaluation:
 def format_table(metrics: dict[str, float]) -> str:
     """Metrics as a text table in meV units."""
     rows = [("energy", "meV"), ("energy_per_atom", "meV/atom"), ("forces", "meV/Å"),
-            ("stress", "meV/Å³")]
+            ("stress", "meV/Å³"), ("dipole", "me·Å")]
     lines = [f"{'quantity':<17}{'MAE':>12}{'RMSE':>12}  unit"]
     for quantity, unit in rows:
         if f"{quantity}_mae" in metrics:

@@ -13,11 +13,14 @@ SHIFTS = "shifts"  # [E, 3] integer cell shifts S: r_ij = pos[j] - pos[i] + S @ 
 BATCH = "batch"  # [N] int64, structure index of each atom (set by torch_geometric)
 NUM_ATOMS = "num_atoms"  # [G] int64
 NUM_EDGES = "num_edges"  # [G] int64; kept by datasets only (a Data derives it from edge_index)
+TOTAL_CHARGE = "total_charge"  # [G] e, total charge of each structure (info["charge"], default 0)
 
 # Labels and predictions.
 ENERGY = "energy"  # [G] eV, total potential energy
 FORCES = "forces"  # [N, 3] eV/Å, -dE/dpos
 STRESS = "stress"  # [G, 3, 3] eV/Å³, (1/V) dE/dstrain, ASE's sign
 ATOMIC_ENERGIES = "energies"  # [N] eV, per-atom contributions summing to ENERGY
+DIPOLE = "dipole"  # [G, 3] e·Å, Σ q_i r_i of non-periodic structures (predicted: 0 if periodic)
+CHARGES = "charges"  # [N] e, atomic partial charges (models with an electrostatics term)
 
-LABELS = (ENERGY, FORCES, STRESS)
+LABELS = (ENERGY, FORCES, STRESS, DIPOLE)

@@ -68,7 +68,7 @@ def trained(workdir) -> Path:
 
 def test_run_directory_holds_config_logs_checkpoints_and_model(trained):
     for name in ("config.yaml", "model.pt", "test_metrics.json", "checkpoints/last.ckpt",
-                 "checkpoints/best.ckpt", "logs/metrics.csv"):
+                 "checkpoints/best.ckpt", "logs/metrics.csv", "short_range/summary.json"):
         assert (trained / name).is_file(), name
     assert any((trained / "tensorboard").iterdir())
     config = (trained / "config.yaml").read_text()

@@ -6,12 +6,14 @@
 The run directory receives the resolved ``config.yaml``, ``split_indices.json`` (which
 structures of the training file went to which split), CSV and TensorBoard logs, Lightning
 checkpoints (``checkpoints/last.ckpt`` resumes with ``resume=...``), the final ``model.pt``
-(EMA weights of the best validation epoch) and ``test_metrics.json``.
+(EMA weights of the best validation epoch), ``test_metrics.json`` and the short-range report
+``short_range/`` (``equipot.short_range``; a failing check ends the run with a banner).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
@@ -30,6 +32,8 @@ from equipot.datasets import bundled
 from equipot.evaluation import evaluate, format_table
 from equipot.io import atomic_write_text
 from equipot.model.checkpoint import save_model
+from equipot.model.potential import Potential
+from equipot.short_range import banner, check_short_range, format_report
 from equipot.train.module import PotentialModule
 from equipot.train.schedule import BudgetCosineSchedule, duration_seconds
 
@@ -54,7 +58,7 @@ def train(config: DictConfig, run_dir: Path) -> dict:
     reference = (isolated_atom_energies(isolated_atoms, data["energy_key"] or "energy")
                  if isolated_atoms else None)
     model_config = {**settings["model"],
-                    **compute_statistics(datamodule.sets["train"], reference)}
+                    **compute_statistics(datamodule.sets["train"], reference, settings["model"])}
     module = PotentialModule(model_config, labels=datamodule.labels, dtype=settings["dtype"],
                              loss=settings["loss"], optimizer=settings["optimizer"],
                              scheduler=settings["scheduler"], ema_decay=settings["ema_decay"])
@@ -93,7 +97,20 @@ def train(config: DictConfig, run_dir: Path) -> dict:
         atomic_write_text(json.dumps(metrics, indent=2), run_dir / "test_metrics.json")
     save_model(run_dir / "model.pt", model, model_config, {**metadata, "test_metrics": metrics})
     print(f"model written to {run_dir / 'model.pt'}")
+    report_short_range(model, model_config, run_dir / "short_range")
     return metrics
+
+
+def report_short_range(model: Potential, model_config: Mapping, output_dir: Path) -> None:
+    """Print the short-range report of the trained model. An error while making it is printed
+    in a banner, never raised: the model file is written already and must not be lost."""
+    try:
+        report = check_short_range(model, model_config.get("shortest_distances"), output_dir)
+    except Exception as error:  # noqa: BLE001 (any failure of the report, reported)
+        print(banner([f"the short-range report failed: {type(error).__name__}: {error}",
+                      "the model is saved; run equipot-check-model on it to retry"]))
+        return
+    print(format_report(report, output_dir))
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")

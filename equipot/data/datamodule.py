@@ -36,11 +36,12 @@ class AtomisticDataModule(pl.LightningDataModule):
                  test_count: int | None = None, seed: int = 0, batch_size: int = 16,
                  eval_batch_size: int | None = None, energy_key: str | None = "energy",
                  forces_key: str | None = "forces", stress_key: str | None = "stress",
-                 cache_dir: str | None = None, num_workers: int = 0):
+                 dipole_key: str | None = "dipole", cache_dir: str | None = None,
+                 num_workers: int = 0):
         super().__init__()
         self.paths = {"train": train, "valid": valid, "test": test}
         self.cutoff = cutoff
-        self.label_keys = LabelKeys(energy_key, forces_key, stress_key)
+        self.label_keys = LabelKeys(energy_key, forces_key, stress_key, dipole_key)
         self.split = {"valid": (valid_fraction, valid_count), "test": (test_fraction, test_count)}
         self.seed = seed
         self.batch_size = batch_size
@@ -84,7 +85,7 @@ class AtomisticDataModule(pl.LightningDataModule):
 
     @property
     def labels(self) -> list[str]:
-        """Label fields of the training set (keys.ENERGY, FORCES, STRESS)."""
+        """Label fields of the training set (keys.ENERGY, FORCES, STRESS, DIPOLE)."""
         return [field for field in keys.LABELS if field in self.sets["train"].fields]
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:

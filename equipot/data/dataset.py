@@ -22,7 +22,7 @@ from equipot.data.graph import atoms_to_graph
 from equipot.data.reading import LabelKeys, read_labels, read_structures
 from equipot.io import atomic_save
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: total charge and dipole labels
 PER_ATOM = (keys.ATOMIC_NUMBERS, keys.POSITIONS, keys.FORCES)
 
 

@@ -9,6 +9,7 @@ from torch_geometric.data import Data
 
 from equipot import keys
 from equipot.data.neighbors import neighbor_list
+from equipot.data.reading import read_total_charge
 from equipot.errors import EquipotInputError
 
 MIN_DISTANCE = 0.1  # Å; closer atoms are an input error, not physics
@@ -19,7 +20,8 @@ def atoms_to_graph(atoms: ase.Atoms, cutoff: float, labels: dict[str, np.ndarray
     """The graph of ``atoms`` with every pair closer than ``cutoff`` (Å) as two edges.
 
     Floating-point fields are float64; the model casts them to its own dtype. ``labels`` maps
-    ``keys.ENERGY`` / ``FORCES`` / ``STRESS`` to validated arrays (see ``read_labels``).
+    ``keys.ENERGY`` / ``FORCES`` / ``STRESS`` / ``DIPOLE`` to validated arrays (see
+    ``read_labels``). The total charge comes from ``atoms.info["charge"]`` (default 0).
     """
     positions = np.asarray(atoms.positions, dtype=np.float64)
     pbc = np.asarray(atoms.pbc, dtype=bool)
@@ -47,6 +49,8 @@ def atoms_to_graph(atoms: ase.Atoms, cutoff: float, labels: dict[str, np.ndarray
         keys.PBC: torch.as_tensor(pbc).unsqueeze(0),
         keys.EDGE_INDEX: torch.as_tensor(np.stack([centre, neighbour])),
         keys.SHIFTS: torch.as_tensor(shifts, dtype=torch.float64),
+        keys.TOTAL_CHARGE: torch.tensor([read_total_charge(atoms, source, index)],
+                                        dtype=torch.float64),
     }
     for field, value in (labels or {}).items():
         value = torch.as_tensor(value, dtype=torch.float64)

@@ -2,7 +2,8 @@
 
 Any format ``ase.io.read`` understands works (extended XYZ, ASE databases, VASP outputs …).
 Labels are looked up under configurable keys in ``atoms.info``, ``atoms.arrays`` and the
-results of an attached calculator (where ASE puts plain ``energy``/``forces``/``stress``).
+results of an attached calculator (where ASE puts plain ``energy``/``forces``/``stress``/
+``dipole``). A structure's total charge, an input rather than a label, is ``info["charge"]``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import numpy as np
 from equipot import keys
 from equipot.errors import EquipotInputError
 
+TOTAL_CHARGE_KEY = "charge"  # atoms.info key of a structure's total charge (e)
+
 
 @dataclass(frozen=True)
 class LabelKeys:
@@ -25,9 +28,11 @@ class LabelKeys:
     energy: str | None = "energy"
     forces: str | None = "forces"
     stress: str | None = "stress"
+    dipole: str | None = "dipole"
 
     def items(self):
-        return ((keys.ENERGY, self.energy), (keys.FORCES, self.forces), (keys.STRESS, self.stress))
+        return ((keys.ENERGY, self.energy), (keys.FORCES, self.forces), (keys.STRESS, self.stress),
+                (keys.DIPOLE, self.dipole))
 
 
 def read_structures(path: str | Path) -> list[ase.Atoms]:
@@ -79,6 +84,11 @@ def _validated(field: str, value, num_atoms: int, source, index) -> np.ndarray:
         if array.shape != (num_atoms, 3):
             raise EquipotInputError(f"expected shape ({num_atoms}, 3), got {array.shape}",
                                     source, index, field)
+    elif field == keys.DIPOLE:
+        if array.size != 3:
+            raise EquipotInputError(f"expected 3 values (e·Å), got shape {array.shape}",
+                                    source, index, field)
+        array = array.reshape(3)
     else:
         matrix = _as_stress_matrix(array)
         if matrix is None:
@@ -94,8 +104,8 @@ def read_labels(structures: list[ase.Atoms], label_keys: LabelKeys, source: str
                 ) -> dict[str, list[np.ndarray]]:
     """Validated labels of every structure, by field name (``keys.ENERGY`` …).
 
-    Energy is required where its key is set. Forces and stress are labels when present in
-    any structure, and then must be present in all of them.
+    Energy is required where its key is set. Forces, stress and dipole are labels when present
+    in any structure, and then must be present in all of them.
     """
     labels = {}
     for field, key in label_keys.items():
@@ -113,3 +123,17 @@ def read_labels(structures: list[ase.Atoms], label_keys: LabelKeys, source: str
         labels[field] = [_validated(field, value, len(atoms), source, index)
                          for index, (atoms, value) in enumerate(zip(structures, values))]
     return labels
+
+
+def read_total_charge(atoms: ase.Atoms, source: str = "<atoms>", index: int | None = None
+                      ) -> float:
+    """The total charge (e) of ``atoms``: ``info["charge"]``, 0 where it is absent."""
+    value = atoms.info.get(TOTAL_CHARGE_KEY, 0.0)
+    try:
+        charge = float(np.asarray(value, dtype=np.float64).reshape(()))
+    except (TypeError, ValueError):
+        raise EquipotInputError(f"expected one number (e), got {value!r}", source, index,
+                                TOTAL_CHARGE_KEY) from None
+    if not np.isfinite(charge):
+        raise EquipotInputError("is NaN or inf", source, index, TOTAL_CHARGE_KEY)
+    return charge

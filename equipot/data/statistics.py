@@ -5,20 +5,35 @@
 - shift: mean per-atom energy left after E0, added to every atom's energy;
 - scale: RMS force component (or std of per-atom energies without forces), multiplying the
   network's output so it learns numbers of order one;
-- average number of neighbours: normalises message sums so depth and density don't blow them up.
+- average number of neighbours: normalises message sums so depth and density don't blow them up;
+- shortest distances: per element pair, the closest approach in the training set (Å), the
+  edge of the data that the short-range check (``equipot.short_range``) tests below.
+
+Energy terms that are fixed functions of the structure (``fixed = True``, e.g. the ZBL prior)
+are subtracted from the labels first: E0, shift and scale describe what the network must learn.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch_geometric.loader import DataLoader
 
 from equipot import keys
 from equipot.data.dataset import GraphDataset
 from equipot.data.reading import LabelKeys, read_labels, read_structures
 from equipot.errors import EquipotInputError
+from equipot.model.build import build_potential
+from equipot.nn.energy_terms import ENERGY_TERMS, is_fixed
+
+PRIOR_BATCH_SIZE = 64  # structures per batch when evaluating fixed energy terms
+# The cheapest network build_potential makes: a species embedding read out directly. Scaled
+# by 0, it leaves a Potential that computes the fixed energy terms alone.
+NO_NETWORK = {"block": "schnet", "num_blocks": 0, "num_features": 1, "readout_hidden": 1,
+              "block_options": {}, "shift": 0.0, "scale": 0.0, "avg_num_neighbors": 1.0}
 
 
 def isolated_atom_energies(path: str | Path, energy_key: str = "energy") -> dict[int, float]:
@@ -44,13 +59,60 @@ def element_counts(dataset: GraphDataset, species: list[int]) -> np.ndarray:
     return counts.numpy()
 
 
-def compute_statistics(dataset: GraphDataset, isolated_atoms: dict[int, float] | None = None
-                       ) -> dict:
-    """Species and energy statistics of a training set, as plain numbers for a model config."""
+def shortest_distances(dataset: GraphDataset, species: list[int]) -> list[list[float | None]]:
+    """[S][S] shortest distance (Å) between atoms of each pair of ``species`` over all
+    structures, None for pairs never closer than the cutoff."""
+    tensors = dataset.tensors
+    edge_structure = torch.repeat_interleave(torch.arange(len(dataset)), tensors[keys.NUM_EDGES])
+    centre, neighbour = tensors[keys.EDGE_INDEX] + dataset.atom_ptr[edge_structure]
+    positions = tensors[keys.POSITIONS]
+    cells = tensors[keys.CELL][edge_structure]
+    vectors = (positions[neighbour] - positions[centre]
+               + torch.einsum("ei,eij->ej", tensors[keys.SHIFTS], cells))
+    column = torch.searchsorted(torch.tensor(species), tensors[keys.ATOMIC_NUMBERS])
+    pair = column[centre] * len(species) + column[neighbour]
+    shortest = torch.full((len(species) ** 2,), torch.inf, dtype=vectors.dtype).scatter_reduce(
+        0, pair, torch.linalg.vector_norm(vectors, dim=-1), "amin")
+    return [[float(r) if np.isfinite(r) else None for r in row]
+            for row in shortest.view(len(species), len(species)).tolist()]
+
+
+def fixed_term_labels(dataset: GraphDataset, species: list[int], model_config: Mapping
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Energies [G] (eV) and forces [N, 3] (eV/Å) of the fixed energy terms named in
+    ``model_config`` on every structure of ``dataset`` (zeros without such terms).
+
+    They come from a Potential with the config's cutoff, radial basis and envelope and no
+    network (NO_NETWORK), so the numbers are exactly those the trained model adds.
+    """
+    terms = [term for term in model_config.get("energy_terms") or []
+             if is_fixed(ENERGY_TERMS.get(term["name"]))]
+    if not terms:
+        return np.zeros(len(dataset)), np.zeros((len(dataset.tensors[keys.ATOMIC_NUMBERS]), 3))
+    prior = build_potential({**model_config, **NO_NETWORK, "energy_terms": terms,
+                             "species": species, "reference_energies": [0.0] * len(species)},
+                            dtype=torch.float64).eval()
+    outputs = [prior(batch, compute_forces=True)
+               for batch in DataLoader(dataset, batch_size=PRIOR_BATCH_SIZE, shuffle=False)]
+    return (np.concatenate([out[keys.ENERGY].numpy() for out in outputs]),
+            np.concatenate([out[keys.FORCES].numpy() for out in outputs]))
+
+
+def compute_statistics(dataset: GraphDataset, isolated_atoms: dict[int, float] | None = None,
+                       model_config: Mapping | None = None) -> dict:
+    """Species and energy statistics of a training set, as plain numbers for a model config.
+
+    ``model_config`` (its architecture part suffices) names the energy terms; the fixed ones
+    are subtracted from energy and force labels before anything is fitted.
+    """
     species = sorted(int(z) for z in dataset.tensors[keys.ATOMIC_NUMBERS].unique())
     counts = element_counts(dataset, species)
     num_atoms = counts.sum(axis=1)
-    energies = dataset.tensors[keys.ENERGY].numpy() if keys.ENERGY in dataset.fields else None
+    prior_energies, prior_forces = fixed_term_labels(dataset, species, model_config or {})
+    energies = (dataset.tensors[keys.ENERGY].numpy() - prior_energies
+                if keys.ENERGY in dataset.fields else None)
+    forces = (dataset.tensors[keys.FORCES].numpy() - prior_forces
+              if keys.FORCES in dataset.fields else None)
 
     if isolated_atoms is not None:
         missing = [z for z in species if z not in isolated_atoms]
@@ -69,8 +131,8 @@ def compute_statistics(dataset: GraphDataset, isolated_atoms: dict[int, float] |
         spread = float(per_atom.std())
     else:
         shift, spread = 0.0, 1.0
-    if keys.FORCES in dataset.fields:
-        scale = float(dataset.tensors[keys.FORCES].square().mean().sqrt())
+    if forces is not None:
+        scale = float(np.sqrt(np.square(forces).mean()))
     else:
         scale = spread
     return {
@@ -79,4 +141,5 @@ def compute_statistics(dataset: GraphDataset, isolated_atoms: dict[int, float] |
         "shift": shift,
         "scale": scale if scale > 1e-8 else 1.0,
         "avg_num_neighbors": float(dataset.tensors[keys.NUM_EDGES].sum()) / float(num_atoms.sum()),
+        "shortest_distances": shortest_distances(dataset, species),
     }

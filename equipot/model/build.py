@@ -14,7 +14,10 @@ from inspect import signature
 import torch
 
 from equipot.model.potential import Potential
+from equipot.nn import electrostatics  # noqa: F401  (registers the "electrostatics" term)
+from equipot.nn import zbl  # noqa: F401  (registers the "zbl" term)
 from equipot.nn.energy_terms import ENERGY_TERMS
+from equipot.nn.ewald_message_passing import WithEwaldMessages
 from equipot.nn.radial import BesselBasis, PolynomialEnvelope
 from equipot.nn.dimenet import DimeNetPlusPlusInteraction
 from equipot.nn.mace import MACEInteraction
@@ -45,8 +48,10 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
     """A freshly initialised Potential with parameters in ``dtype``.
 
     Keys: block, cutoff, num_features, num_blocks, num_radial, envelope_exponent,
-    readout_hidden, block_options (dict), energy_terms (list of {name, **options}) and the
-    statistics (see ``equipot.data.statistics.compute_statistics``).
+    readout_hidden, block_options (dict), energy_terms (list of {name, **options}),
+    long_range_messages (None, or the options of an Ewald message-passing update after every
+    block: {k_cutoff, ...}, see ``equipot.nn.ewald_message_passing``) and the statistics
+    (see ``equipot.data.statistics.compute_statistics``).
     """
     missing = [key for key in STATISTICS if key not in config]
     if missing:
@@ -75,7 +80,10 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
                 block_arguments["first_block"] = index == 0
             if "scalar_output" in block_parameters:
                 block_arguments["scalar_output"] = index == num_blocks - 1
-            stages.append(block_class(irreps_in=stages[-1].irreps_out, **block_arguments))
+            block = block_class(irreps_in=stages[-1].irreps_out, **block_arguments)
+            if config.get("long_range_messages") is not None:
+                block = WithEwaldMessages(block, config["long_range_messages"])
+            stages.append(block)
         readouts = {}
         for stage, module in enumerate(stages):
             readout = block_class.build_readout(module.irreps_out, stage, num_blocks,
@@ -88,6 +96,8 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
             name = options.pop("name")
             if name not in ENERGY_TERMS:
                 raise ValueError(f"unknown energy term '{name}'; available: {sorted(ENERGY_TERMS)}")
+            if "irreps_in" in signature(ENERGY_TERMS[name]).parameters:  # reads features
+                options["irreps_in"] = stages[-1].irreps_out
             terms.append(ENERGY_TERMS[name](species=list(config["species"]), cutoff=cutoff,
                                             **options))
         return Potential(

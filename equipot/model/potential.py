@@ -20,6 +20,7 @@ from torch import nn
 
 from equipot import keys
 from equipot.errors import EquipotInputError
+from equipot.nn.energy_terms import reads_features
 from equipot.nn.geometry import Geometry
 from equipot.nn.scatter import scatter_sum
 
@@ -58,6 +59,9 @@ class Potential(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.readouts = nn.ModuleDict({str(stage): readouts[stage] for stage in sorted(readouts)})
         self.energy_terms = nn.ModuleList(energy_terms)
+        for term in energy_terms:  # terms reading features read the last stage's
+            if reads_features(term):
+                check_irreps_chain([stages[-1], (f"energy term {type(term).__name__}", term)])
         lookup = torch.full((max(self.species) + 1,), -1, dtype=torch.long)
         lookup[self.species] = torch.arange(len(self.species))
         self.register_buffer("species_of_z", lookup, persistent=False)
@@ -80,7 +84,8 @@ class Potential(nn.Module):
     def forward(self, batch, compute_forces: bool = True, compute_stress: bool = False,
                 create_graph: bool | None = None) -> dict[str, torch.Tensor]:
         """Energies [G] and per-atom energies [N] (float64, eV); forces [N, 3] (eV/Å) and
-        stress [G, 3, 3] (eV/Å³, zero for non-periodic structures) when asked for.
+        stress [G, 3, 3] (eV/Å³, zero for non-periodic structures) when asked for; and what
+        energy terms give besides energies (keys.CHARGES [N] e, keys.DIPOLE [G, 3] e·Å).
 
         ``create_graph`` (default: ``self.training``) keeps the graph of forces and stress
         for a loss on them; inference skips the double-backward graph.
@@ -119,7 +124,8 @@ class Potential(nn.Module):
             atomic_numbers=z, species=species, batch=atom_graph, num_graphs=num_graphs,
             positions=positions, cell=cell, pbc=batch[keys.PBC], centre=centre,
             neighbour=neighbour, shifts=shifts, vectors=vectors, lengths=lengths,
-            radial_basis=self.radial_basis(lengths), envelope=self.envelope(lengths))
+            radial_basis=self.radial_basis(lengths), envelope=self.envelope(lengths),
+            total_charge=batch[keys.TOTAL_CHARGE] if keys.TOTAL_CHARGE in batch else None)
 
         features = self.embedding(geometry)
         network_energies = self._read(0, features, geometry)
@@ -128,10 +134,15 @@ class Potential(nn.Module):
             network_energies = network_energies + self._read(stage, features, geometry)
         atomic_energies = (self.scale * network_energies + self.shift).double()
         atomic_energies = atomic_energies + self.reference_energies[species]
+        term_outputs = {}  # charges, dipoles … of terms that give more than energies
         for term in self.energy_terms:
-            atomic_energies = atomic_energies + term(geometry).double()
+            result = term(geometry, features) if reads_features(term) else term(geometry)
+            if isinstance(result, Mapping):
+                term_outputs.update(result)
+                result = term_outputs.pop(keys.ATOMIC_ENERGIES)
+            atomic_energies = atomic_energies + result.double()
         energy = scatter_sum(atomic_energies, atom_graph, num_graphs)
-        out = {keys.ENERGY: energy, keys.ATOMIC_ENERGIES: atomic_energies}
+        out = {keys.ENERGY: energy, keys.ATOMIC_ENERGIES: atomic_energies, **term_outputs}
         if not gradient_inputs:
             return out
 

@@ -36,6 +36,7 @@ from equipot.nn.readout import ScalarReadout
 class InteractionBlock(nn.Module):
     irreps_in: o3.Irreps
     irreps_out: o3.Irreps
+    features_on = "atoms"  # where features live: "atoms" [N, dim] or "edges" [E, dim]
 
     @classmethod
     def build_embedding(cls, num_species: int, options: Mapping) -> nn.Module:

@@ -224,6 +224,8 @@ class DimeNetPlusPlusInteraction(InteractionBlock):
     normalise its sums); ``out_emb_size`` and ``num_output_layers`` configure the output
     blocks (``build_readout``)."""
 
+    features_on = "edges"
+
     def __init__(self, irreps_in: o3.Irreps, num_features: int, num_radial: int,
                  avg_num_neighbors: float, cutoff: float, int_emb_size: int = 64,
                  basis_emb_size: int = 8, num_spherical: int = 7, num_before_skip: int = 1,

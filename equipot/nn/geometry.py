@@ -36,6 +36,7 @@ class Geometry:
     lengths: torch.Tensor  # [E] Å
     radial_basis: torch.Tensor  # [E, B], raw radial basis of the lengths
     envelope: torch.Tensor  # [E], smooth cutoff envelope, 1 at r = 0 and 0 from the cutoff
+    total_charge: torch.Tensor | None = None  # [G] e, given total charges (None: all neutral)
     _shared: dict = field(default_factory=dict, repr=False)
 
     @property

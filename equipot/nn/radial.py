@@ -1,4 +1,5 @@
-"""Radial basis of edge lengths and the smooth envelope that takes everything to zero at the cutoff."""
+"""Radial bases (of edge lengths, and of |k| in reciprocal space) and the smooth envelope that
+takes everything to zero at the cutoff."""
 
 from __future__ import annotations
 
@@ -42,3 +43,18 @@ class PolynomialEnvelope(nn.Module):
         u = (1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1)
              - p * (p + 1) / 2 * x ** (p + 2))
         return torch.where(x < 1.0, u, torch.zeros_like(u))
+
+
+class GaussianBasis(nn.Module):
+    """g_n(x) = exp(−(x − μ_n)² / 2σ²), μ_n evenly spaced from 0 to ``stop``, σ their spacing.
+
+    Input [...] (any length unit, e.g. |k| in Å⁻¹), output [..., num_basis].
+    """
+
+    def __init__(self, stop: float, num_basis: int = 16):
+        super().__init__()
+        self.register_buffer("centres", torch.linspace(0.0, stop, num_basis))
+        self.width = stop / (num_basis - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-0.5 * ((x.unsqueeze(-1) - self.centres) / self.width) ** 2)

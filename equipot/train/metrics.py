@@ -1,7 +1,8 @@
-"""MAE and RMSE of energies (total and per atom), forces and stress, accumulated over batches.
+"""MAE and RMSE of energies (total and per atom), forces, stress and dipoles, accumulated over
+batches.
 
 One implementation serves training (validation and test in Lightning, synchronised across
-DDP ranks by torchmetrics) and ``equipot-evaluate``. Values are in eV, eV/Å and eV/Å³.
+DDP ranks by torchmetrics) and ``equipot-evaluate``. Values are in eV, eV/Å, eV/Å³ and e·Å.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from torchmetrics import Metric
 from equipot import keys
 from equipot.data.graph import atoms_per_structure
 
-QUANTITIES = ("energy", "energy_per_atom", "forces", "stress")
-UNITS = {"energy": "eV", "energy_per_atom": "eV/atom", "forces": "eV/Å", "stress": "eV/Å³"}
+QUANTITIES = ("energy", "energy_per_atom", "forces", "stress", "dipole")
+UNITS = {"energy": "eV", "energy_per_atom": "eV/atom", "forces": "eV/Å", "stress": "eV/Å³",
+         "dipole": "e·Å"}
 
 
 def errors_by_quantity(predicted: dict, batch) -> dict[str, torch.Tensor]:
@@ -29,6 +31,10 @@ def errors_by_quantity(predicted: dict, batch) -> dict[str, torch.Tensor]:
     if keys.STRESS in batch and keys.STRESS in predicted:
         periodic = batch[keys.PBC].any(dim=1)
         errors["stress"] = (predicted[keys.STRESS].double() - batch[keys.STRESS])[periodic].flatten()
+    if keys.DIPOLE in batch and keys.DIPOLE in predicted:  # components, molecules only
+        molecule = ~batch[keys.PBC].any(dim=1)
+        difference = predicted[keys.DIPOLE].double() - batch[keys.DIPOLE]
+        errors["dipole"] = difference[molecule].flatten()
     return errors
 
 

@@ -1,0 +1,74 @@
+"""Learned atomic charges and their electrostatic energy: the long-range part of a potential.
+
+    q̃_i = MLP(scalars of x_i) + q_0(z_i)                     charge head on the last features
+    q_i  = q̃_i + (Q − Σ_{j∈G} q̃_j) / N_G                     each structure's Σ q = its charge Q
+    e_i  = ½ k_e q_i φ_i                                      Coulomb or Ewald (equipot/nn/ewald.py)
+    μ    = Σ_i q_i r_i                                        dipole of a molecule (e·Å)
+
+The charges are learned from energies and forces alone, or also from reference dipoles
+(``loss.dipole_weight``). Q comes from ``info["charge"]`` of each structure (default 0).
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from equipot import keys
+from equipot.nn.energy_terms import register_energy_term
+from equipot.nn.ewald import electrostatic_energies
+from equipot.nn.geometry import Geometry
+from equipot.nn.readout import ScalarReadout
+from equipot.nn.scatter import scatter_sum
+
+
+def neutralised(charges: torch.Tensor, total_charge: torch.Tensor, batch: torch.Tensor
+                ) -> torch.Tensor:
+    """q_i + (Q − Σ_j q_j) / N per structure: charges [N] (e) whose sum is total_charge [G]."""
+    num_graphs = total_charge.shape[0]
+    num_atoms = torch.bincount(batch, minlength=num_graphs).to(charges.dtype)
+    excess = total_charge - scatter_sum(charges, batch, num_graphs)
+    return charges + (excess / num_atoms)[batch]
+
+
+@register_energy_term("electrostatics")
+class Electrostatics(nn.Module):
+    """Per-atom electrostatic energies [N] (eV) of charges read from the last stage's features.
+
+    ``irreps_in``: that stage's irreps (given by build_potential); ``hidden``: width of the
+    charge MLP; ``accuracy``, ``shielding_width`` (Å, None: point charges): as in
+    ``equipot.nn.ewald.electrostatic_energies``. ``cutoff`` (the model's) is not needed: the
+    Coulomb sum takes every pair and the Ewald sum chooses its own.
+    """
+
+    def __init__(self, species: list[int], cutoff: float, irreps_in: o3.Irreps | str,
+                 hidden: int = 16, accuracy: float = 1e-8, shielding_width: float | None = None):
+        super().__init__()
+        self.irreps_in = o3.Irreps(irreps_in)
+        self.charge_head = ScalarReadout(self.irreps_in, hidden)
+        self.species_charges = nn.Parameter(torch.zeros(len(species)))  # q_0(z), e
+        self.accuracy = float(accuracy)
+        self.shielding_width = None if shielding_width is None else float(shielding_width)
+
+    def forward(self, geometry: Geometry, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """keys.ATOMIC_ENERGIES [N] (eV), keys.CHARGES [N] (e) and keys.DIPOLE [G, 3] (e·Å;
+        zero for periodic structures, whose dipole depends on the choice of cell)."""
+        if features.shape[0] != geometry.num_atoms:
+            raise ValueError(f"the electrostatics term reads per-atom features, but the model's "
+                             f"last stage gives {features.shape[0]} feature rows for "
+                             f"{geometry.num_atoms} atoms (features on edges?)")
+        positions = geometry.positions
+        charges = (self.charge_head(features, geometry)
+                   + self.species_charges[geometry.species]).to(positions.dtype)
+        total_charge = (geometry.total_charge.to(positions.dtype)
+                        if geometry.total_charge is not None
+                        else positions.new_zeros(geometry.num_graphs))
+        charges = neutralised(charges, total_charge, geometry.batch)
+        energies = electrostatic_energies(charges, positions, geometry.cell, geometry.pbc,
+                                          geometry.batch, self.accuracy,
+                                          shielding_width=self.shielding_width)
+        dipole = scatter_sum(charges[:, None] * positions, geometry.batch, geometry.num_graphs)
+        molecule = ~geometry.pbc.any(dim=1, keepdim=True)
+        return {keys.ATOMIC_ENERGIES: energies, keys.CHARGES: charges,
+                keys.DIPOLE: torch.where(molecule, dipole, torch.zeros_like(dipole))}
