@@ -33,7 +33,8 @@ PRIOR_BATCH_SIZE = 64  # structures per batch when evaluating fixed energy terms
 # The cheapest network build_potential makes: a species embedding read out directly. Scaled
 # by 0, it leaves a Potential that computes the fixed energy terms alone.
 NO_NETWORK = {"block": "schnet", "num_blocks": 0, "num_features": 1, "readout_hidden": 1,
-              "block_options": {}, "shift": 0.0, "scale": 0.0, "avg_num_neighbors": 1.0}
+              "block_options": {}, "shift": 0.0, "scale": 0.0, "avg_num_neighbors": 1.0,
+              "distance_floor_width": None, "long_range_messages": None}
 
 
 def isolated_atom_energies(path: str | Path, energy_key: str = "energy") -> dict[int, float]:

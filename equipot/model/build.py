@@ -18,6 +18,7 @@ from equipot.nn import electrostatics  # noqa: F401  (registers the "electrostat
 from equipot.nn import zbl  # noqa: F401  (registers the "zbl" term)
 from equipot.nn.energy_terms import ENERGY_TERMS
 from equipot.nn.ewald_message_passing import WithEwaldMessages
+from equipot.nn.distance_floor import DistanceFloor
 from equipot.nn.radial import BesselBasis, PolynomialEnvelope
 from equipot.nn.dimenet import DimeNetPlusPlusInteraction
 from equipot.nn.mace import MACEInteraction
@@ -50,8 +51,10 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
     Keys: block, cutoff, num_features, num_blocks, num_radial, envelope_exponent,
     readout_hidden, block_options (dict), energy_terms (list of {name, **options}),
     long_range_messages (None, or the options of an Ewald message-passing update after every
-    block: {k_cutoff, ...}, see ``equipot.nn.ewald_message_passing``) and the statistics
-    (see ``equipot.data.statistics.compute_statistics``).
+    block: {k_cutoff, ...}, see ``equipot.nn.ewald_message_passing``), distance_floor_width
+    (None, or w in Å: the network reads edge lengths floored at each pair's shortest training
+    distance, ``equipot.nn.distance_floor``; needs the statistic shortest_distances) and the
+    statistics (see ``equipot.data.statistics.compute_statistics``).
     """
     missing = [key for key in STATISTICS if key not in config]
     if missing:
@@ -100,6 +103,10 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
                 options["irreps_in"] = stages[-1].irreps_out
             terms.append(ENERGY_TERMS[name](species=list(config["species"]), cutoff=cutoff,
                                             **options))
+        floor_width = config.get("distance_floor_width")
+        if floor_width is not None and config.get("shortest_distances") is None:
+            raise ValueError("distance_floor_width needs the training statistic "
+                             "shortest_distances in the model config")
         return Potential(
             species=config["species"], cutoff=cutoff,
             embedding=embedding,
@@ -107,4 +114,6 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
             envelope=PolynomialEnvelope(cutoff, int(config.get("envelope_exponent", 6))),
             blocks=stages[1:], readouts=readouts,
             reference_energies=config["reference_energies"], shift=config["shift"],
-            scale=config["scale"], energy_terms=terms)
+            scale=config["scale"], energy_terms=terms,
+            distance_floor=None if floor_width is None else DistanceFloor(
+                config["shortest_distances"], cutoff, float(floor_width)))

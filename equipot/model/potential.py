@@ -13,6 +13,7 @@ Forces and stress come back in float64.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -35,12 +36,15 @@ def check_irreps_chain(named_modules: Sequence[tuple[str, nn.Module]]) -> None:
 
 class Potential(nn.Module):
     """``readouts`` maps a stage (0: the embedding, k: block k, counted from 1) to the module
-    reading per-atom energies from that stage's features; stages without one are left out."""
+    reading per-atom energies from that stage's features; stages without one are left out.
+    ``distance_floor`` (``equipot.nn.distance_floor``): the edge lengths the network reads are
+    floored at each pair's shortest training distance; energy terms read the true ones."""
 
     def __init__(self, species: Sequence[int], cutoff: float, embedding: nn.Module,
                  radial_basis: nn.Module, envelope: nn.Module, blocks: Sequence[nn.Module],
                  readouts: Mapping[int, nn.Module], reference_energies: Sequence[float],
-                 shift: float, scale: float, energy_terms: Sequence[nn.Module] = ()):
+                 shift: float, scale: float, energy_terms: Sequence[nn.Module] = (),
+                 distance_floor: nn.Module | None = None):
         super().__init__()
         stages = [("embedding", embedding)] + [(f"block {k} ({type(block).__name__})", block)
                                                for k, block in enumerate(blocks, 1)]
@@ -59,6 +63,7 @@ class Potential(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.readouts = nn.ModuleDict({str(stage): readouts[stage] for stage in sorted(readouts)})
         self.energy_terms = nn.ModuleList(energy_terms)
+        self.distance_floor = distance_floor
         for term in energy_terms:  # terms reading features read the last stage's
             if reads_features(term):
                 check_irreps_chain([stages[-1], (f"energy term {type(term).__name__}", term)])
@@ -120,6 +125,10 @@ class Potential(nn.Module):
                    + torch.einsum("ei,eij->ej", shifts, cell[atom_graph[centre]])).to(dtype)
         lengths = torch.linalg.vector_norm(vectors, dim=-1)
         species = self.species_of_z[z]
+        physical = (vectors, lengths)  # what energy terms read
+        if self.distance_floor is not None:
+            floored = self.distance_floor(lengths, species[centre], species[neighbour])
+            vectors, lengths = vectors * (floored / lengths).unsqueeze(-1), floored
         geometry = Geometry(
             atomic_numbers=z, species=species, batch=atom_graph, num_graphs=num_graphs,
             positions=positions, cell=cell, pbc=batch[keys.PBC], centre=centre,
@@ -134,6 +143,8 @@ class Potential(nn.Module):
             network_energies = network_energies + self._read(stage, features, geometry)
         atomic_energies = (self.scale * network_energies + self.shift).double()
         atomic_energies = atomic_energies + self.reference_energies[species]
+        if self.distance_floor is not None:
+            geometry = replace(geometry, vectors=physical[0], lengths=physical[1], _shared={})
         term_outputs = {}  # charges, dipoles … of terms that give more than energies
         for term in self.energy_terms:
             result = term(geometry, features) if reads_features(term) else term(geometry)
