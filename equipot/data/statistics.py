@@ -28,6 +28,7 @@ from equipot.data.reading import LabelKeys, read_labels, read_structures
 from equipot.errors import EquipotInputError
 from equipot.model.build import build_potential
 from equipot.nn.energy_terms import ENERGY_TERMS, is_fixed
+from equipot.nn.geometry import edge_vectors
 
 PRIOR_BATCH_SIZE = 64  # structures per batch when evaluating fixed energy terms
 # The cheapest network build_potential makes: a species embedding read out directly. Scaled
@@ -66,10 +67,8 @@ def shortest_distances(dataset: GraphDataset, species: list[int]) -> list[list[f
     tensors = dataset.tensors
     edge_structure = torch.repeat_interleave(torch.arange(len(dataset)), tensors[keys.NUM_EDGES])
     centre, neighbour = tensors[keys.EDGE_INDEX] + dataset.atom_ptr[edge_structure]
-    positions = tensors[keys.POSITIONS]
-    cells = tensors[keys.CELL][edge_structure]
-    vectors = (positions[neighbour] - positions[centre]
-               + torch.einsum("ei,eij->ej", tensors[keys.SHIFTS], cells))
+    vectors = edge_vectors(tensors[keys.POSITIONS], centre, neighbour, tensors[keys.SHIFTS],
+                           tensors[keys.CELL][edge_structure])
     column = torch.searchsorted(torch.tensor(species), tensors[keys.ATOMIC_NUMBERS])
     pair = column[centre] * len(species) + column[neighbour]
     shortest = torch.full((len(species) ** 2,), torch.inf, dtype=vectors.dtype).scatter_reduce(

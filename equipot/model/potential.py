@@ -22,7 +22,7 @@ from torch import nn
 from equipot import keys
 from equipot.errors import EquipotInputError
 from equipot.nn.energy_terms import reads_features
-from equipot.nn.geometry import Geometry
+from equipot.nn.geometry import Geometry, edge_vectors
 from equipot.nn.scatter import scatter_sum
 
 
@@ -121,8 +121,8 @@ class Potential(nn.Module):
 
         centre, neighbour = batch[keys.EDGE_INDEX]
         shifts = batch[keys.SHIFTS].to(torch.float64)
-        vectors = (positions[neighbour] - positions[centre]
-                   + torch.einsum("ei,eij->ej", shifts, cell[atom_graph[centre]])).to(dtype)
+        vectors = edge_vectors(positions, centre, neighbour, shifts,
+                               cell[atom_graph[centre]]).to(dtype)
         lengths = torch.linalg.vector_norm(vectors, dim=-1)
         species = self.species_of_z[z]
         physical = (vectors, lengths)  # what energy terms read

@@ -38,6 +38,7 @@ import torch
 
 from equipot.data.neighbors import neighbor_list
 from equipot.errors import EquipotInputError
+from equipot.nn.geometry import edge_vectors
 from equipot.nn.k_vectors import half_space_indices
 from equipot.nn.scatter import scatter_sum
 
@@ -135,8 +136,7 @@ def ewald_potentials(charges: torch.Tensor, positions: torch.Tensor, cell: torch
     alpha, real_cutoff, k_max = ewald_parameters(num_atoms, volume, accuracy, alpha, shielding)
 
     centre, neighbour, shifts = periodic_pairs(r, cells, structure, real_cutoff)
-    vectors = (r[neighbour] - r[centre]
-               + torch.einsum("ei,eij->ej", shifts.to(r.dtype), cells[structure[centre]]))
+    vectors = edge_vectors(r, centre, neighbour, shifts.to(r.dtype), cells[structure[centre]])
     lengths = torch.linalg.vector_norm(vectors, dim=-1)
     real = pair_potentials(q, centre, neighbour, lengths, alpha[structure[centre]], shielding)
     reciprocal = reciprocal_potentials(q, r, cells, volume, structure, alpha, k_max)

@@ -18,6 +18,17 @@ from e3nn import o3
 from equipot.nn.triplets import Triplets, build_triplets
 
 
+def edge_vectors(positions: torch.Tensor, centre: torch.Tensor, neighbour: torch.Tensor,
+                 shifts: torch.Tensor, edge_cells: torch.Tensor) -> torch.Tensor:
+    """r_ij = pos[j] − pos[i] + S_ij @ cell, [E, 3] Å: the one definition of an edge vector.
+
+    positions [N, 3] Å; centre, neighbour [E]; shifts S [E, 3] (integer-valued, in the
+    positions' dtype); edge_cells [E, 3, 3] Å, the cell of each edge's structure.
+    """
+    return (positions[neighbour] - positions[centre]
+            + torch.einsum("ei,eij->ej", shifts, edge_cells))
+
+
 @dataclass
 class Geometry:
     """Shapes: N atoms, E edges, G structures, B radial basis functions."""
