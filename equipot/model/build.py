@@ -100,6 +100,10 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
             if name not in ENERGY_TERMS:
                 raise ValueError(f"unknown energy term '{name}'; available: {sorted(ENERGY_TERMS)}")
             if "irreps_in" in signature(ENERGY_TERMS[name]).parameters:  # reads features
+                if block_class.features_on != "atoms":
+                    raise ValueError(f"energy term '{name}' reads per-atom features, but "
+                                     f"{block_class.__name__} passes its features on "
+                                     f"{block_class.features_on}")
                 options["irreps_in"] = stages[-1].irreps_out
             terms.append(ENERGY_TERMS[name](species=list(config["species"]), cutoff=cutoff,
                                             **options))

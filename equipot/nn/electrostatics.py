@@ -54,10 +54,6 @@ class Electrostatics(nn.Module):
     def forward(self, geometry: Geometry, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """keys.ATOMIC_ENERGIES [N] (eV), keys.CHARGES [N] (e) and keys.DIPOLE [G, 3] (e·Å;
         zero for periodic structures, whose dipole depends on the choice of cell)."""
-        if features.shape[0] != geometry.num_atoms:
-            raise ValueError(f"the electrostatics term reads per-atom features, but the model's "
-                             f"last stage gives {features.shape[0]} feature rows for "
-                             f"{geometry.num_atoms} atoms (features on edges?)")
         positions = geometry.positions
         charges = (self.charge_head(features, geometry)
                    + self.species_charges[geometry.species]).to(positions.dtype)
