@@ -24,3 +24,7 @@ DIPOLE = "dipole"  # [G, 3] e·Å, Σ q_i r_i of non-periodic structures (predic
 CHARGES = "charges"  # [N] e, atomic partial charges (models with an electrostatics term)
 
 LABELS = (ENERGY, FORCES, STRESS, DIPOLE)
+
+# Which outputs are per atom ([N, …]) and which per structure ([G, …]).
+PER_ATOM_OUTPUTS = (FORCES, ATOMIC_ENERGIES, CHARGES)
+PER_STRUCTURE_OUTPUTS = (ENERGY, STRESS, DIPOLE)

@@ -5,7 +5,9 @@ and the model of every ``experiment=ethanol_<block>`` config (what the equal-bud
 comparison in docs/benchmarks.md trains). Columns: parameters; milliseconds per energy+forces
 call (eval mode) on ethanol (9 atoms), best of 20 after 3 warm-up calls, and on a 1 000-atom
 periodic CuO cell (the model's cutoff), best of 3 after 1; milliseconds per training step
-(forces loss, double backward, AdamW) on 8 ethanol configurations, best of 20 after 3.
+(forces loss, double backward, AdamW) on 8 ethanol configurations, best of 20 after 3, without
+and with the dimers of the default dimer-repulsion penalty (``equipot.train.dimer_repulsion``:
+4 per element pair, here floored at the covalent radii' sum, the check's fallback) appended.
 Run from the repository root:
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/benchmark_models.py [--no-cell OVERRIDE ...]
@@ -29,6 +31,7 @@ from equipot.data.graph import atoms_to_graph
 from equipot.data.reading import read_structures
 from equipot.datasets import bundled
 from equipot.model.build import BLOCKS, build_potential
+from equipot.train.dimer_repulsion import DimerRepulsion
 from equipot.train.loss import WeightedLoss
 from timing import best_ms  # scripts/timing.py
 
@@ -64,8 +67,8 @@ def main() -> None:
     no_cell = set(arguments.no_cell)
     ethanol = read_structures(bundled("rmd17_ethanol/test.xyz"))[:8]
     print("| config | parameters | ethanol E+F ms | 1000-atom cell E+F ms "
-          "| train step ms (8 ethanol) |")
-    print("|---|---:|---:|---:|---:|")
+          "| train step ms (8 ethanol) | with dimer repulsion |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, model_config in model_configs().items():
         if arguments.only is not None and name not in arguments.only:
             continue
@@ -86,14 +89,22 @@ def main() -> None:
         loss = WeightedLoss(energy_weight=0.0, forces_weight=1.0)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-        def step():
+        penalty = DimerRepulsion(model.species, None,
+                                 floors=getattr(model.distance_floor, "floor", None))
+
+        def step(dimers: bool):
             optimizer.zero_grad()
-            loss(model(training), training)["total"].backward()
+            if dimers:
+                predicted, repulsion = penalty(model(penalty.append_to(training)), training)
+            else:
+                predicted, repulsion = model(training), 0.0
+            (loss(predicted, training)["total"] + repulsion).backward()
             optimizer.step()
 
-        step_ms = best_ms(step, repeats=20, warmup=3)
-        print(f"| `{name}` | {parameters} | {molecule_ms:.2f} | {cell_ms} | {step_ms:.2f} |",
-              flush=True)
+        step_ms, dimers_ms = (best_ms(lambda: step(dimers), repeats=20, warmup=3)
+                              for dimers in (False, True))
+        print(f"| `{name}` | {parameters} | {molecule_ms:.2f} | {cell_ms} | {step_ms:.2f} "
+              f"| {dimers_ms:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

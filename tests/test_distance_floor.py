@@ -93,3 +93,18 @@ def test_without_the_floor_the_prior_alone_lets_random_networks_fail(tmp_path):
     reports = [check_short_range(make_model(config(block, floor=False, terms=ZBL)), SHORTEST,
                                  tmp_path / block) for block in ("schnet", "painn", "nequip", "mace")]
     assert not all(report.passed for report in reports)
+
+
+def test_the_covalent_floor_blinds_the_network_at_nuclear_distances_only():
+    """network_floor_factor 0.5: C–O (covalent radii 0.76 + 0.66 Å) is floored at 0.71 Å,
+    blended up to 0.81 Å; ethanol, whose closest pairs lie far above, is untouched."""
+    covalent = make_model({**config("painn", floor=False), "network_floor_factor": 0.5})
+    plain = make_model(config("painn", floor=False))
+    energies = [energy(covalent, Atoms("CO", positions=[[0, 0, 0], [0, 0, r]]))
+                for r in (0.2, 0.4, 0.6, 0.71)]
+    assert np.ptp(energies) < 1e-10
+    above = Atoms("CO", positions=[[0, 0, 0], [0, 0, 0.85]])
+    assert abs(energy(covalent, above) - energies[0]) > 1e-6
+    assert energy(covalent, above) == pytest.approx(energy(plain, above), abs=1e-12)
+    assert energy(covalent, make_ethanol()) == pytest.approx(energy(plain, make_ethanol()),
+                                                             abs=1e-12)

@@ -61,7 +61,8 @@ def train(config: DictConfig, run_dir: Path) -> dict:
                     **compute_statistics(datamodule.sets["train"], reference, settings["model"])}
     module = PotentialModule(model_config, labels=datamodule.labels, dtype=settings["dtype"],
                              loss=settings["loss"], optimizer=settings["optimizer"],
-                             scheduler=settings["scheduler"], ema_decay=settings["ema_decay"])
+                             scheduler=settings["scheduler"], ema_decay=settings["ema_decay"],
+                             dimer_repulsion=settings["dimer_repulsion"])
 
     trainer_settings = dict(settings["trainer"])
     patience = trainer_settings.pop("early_stopping_patience")

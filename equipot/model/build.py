@@ -18,7 +18,7 @@ from equipot.nn import electrostatics  # noqa: F401  (registers the "electrostat
 from equipot.nn import zbl  # noqa: F401  (registers the "zbl" term)
 from equipot.nn.energy_terms import ENERGY_TERMS
 from equipot.nn.ewald_message_passing import WithEwaldMessages
-from equipot.nn.distance_floor import DistanceFloor
+from equipot.nn.distance_floor import DistanceFloor, covalent_floors, training_floors
 from equipot.nn.radial import BesselBasis, PolynomialEnvelope
 from equipot.nn.dimenet import DimeNetPlusPlusInteraction
 from equipot.nn.mace import MACEInteraction
@@ -30,6 +30,7 @@ from equipot.nn.schnet import SchNetInteraction
 BLOCKS = {"schnet": SchNetInteraction, "painn": PaiNNInteraction, "nequip": NequIPInteraction,
           "mace": MACEInteraction, "dimenet": DimeNetPlusPlusInteraction}
 
+NETWORK_FLOOR_WIDTH = 0.1  # Å, blend of the covalent-radius floor (network_floor_factor)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}  # names used in configs
 
 STATISTICS = ("species", "reference_energies", "shift", "scale", "avg_num_neighbors")
@@ -53,7 +54,8 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
     long_range_messages (None, or the options of an Ewald message-passing update after every
     block: {k_cutoff, ...}, see ``equipot.nn.ewald_message_passing``), distance_floor_width
     (None, or w in Å: the network reads edge lengths floored at each pair's shortest training
-    distance, ``equipot.nn.distance_floor``; needs the statistic shortest_distances) and the
+    distance, ``equipot.nn.distance_floor``; needs the statistic shortest_distances),
+    network_floor_factor (None, or f: floored at f × the sum of covalent radii instead) and the
     statistics (see ``equipot.data.statistics.compute_statistics``).
     """
     missing = [key for key in STATISTICS if key not in config]
@@ -107,10 +109,7 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
                 options["irreps_in"] = stages[-1].irreps_out
             terms.append(ENERGY_TERMS[name](species=list(config["species"]), cutoff=cutoff,
                                             **options))
-        floor_width = config.get("distance_floor_width")
-        if floor_width is not None and config.get("shortest_distances") is None:
-            raise ValueError("distance_floor_width needs the training statistic "
-                             "shortest_distances in the model config")
+        distance_floor = build_distance_floor(config)
         return Potential(
             species=config["species"], cutoff=cutoff,
             embedding=embedding,
@@ -119,5 +118,22 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
             blocks=stages[1:], readouts=readouts,
             reference_energies=config["reference_energies"], shift=config["shift"],
             scale=config["scale"], energy_terms=terms,
-            distance_floor=None if floor_width is None else DistanceFloor(
-                config["shortest_distances"], cutoff, float(floor_width)))
+            distance_floor=distance_floor)
+
+
+def build_distance_floor(config: Mapping) -> DistanceFloor | None:
+    """The floor under the lengths the network reads: at the shortest training distances
+    with ``distance_floor_width`` set, else at ``network_floor_factor`` × the covalent radii
+    (width NETWORK_FLOOR_WIDTH), else none (``equipot.nn.distance_floor``)."""
+    width = config.get("distance_floor_width")
+    if width is not None:
+        if config.get("shortest_distances") is None:
+            raise ValueError("distance_floor_width needs the training statistic "
+                             "shortest_distances in the model config")
+        return DistanceFloor(training_floors(config["shortest_distances"],
+                                             float(config["cutoff"])), float(width))
+    factor = config.get("network_floor_factor")
+    if factor is not None:
+        return DistanceFloor(covalent_floors(config["species"], float(factor)),
+                             NETWORK_FLOOR_WIDTH)
+    return None

@@ -1,20 +1,28 @@
-"""The network sees no pair closer than the training data had it: a floor under edge lengths.
+"""The network reads no pair closer than a floor: ZBL alone decides below it.
 
 A network only interpolates: for a pair of elements closer than in any training structure its
 energy is an extrapolation, and a smooth fit is as likely to attract as to repel there (the
 short-range report of ``equipot.short_range`` finds dimers of trained models of every family
-collapsing). So the lengths the network reads are floored at the pair's shortest training
-distance r_min, and the physics priors (ZBL), which read the true lengths, alone decide below:
+collapsing, and falling by up to 10⁶ eV as r → 0). So the lengths the network reads are
+floored, per pair of elements, at a radius r_f, and the physics priors (ZBL), which read the
+true lengths, alone decide below:
 
-    r' = r_min + w g((r − r_min) / w),   g(u) = 0 (u ≤ 0),  6u³ − 8u⁴ + 3u⁵ (0 < u < 1),  u (u ≥ 1)
+    r' = r_f + w g((r − r_f) / w),   g(u) = 0 (u ≤ 0),  6u³ − 8u⁴ + 3u⁵ (0 < u < 1),  u (u ≥ 1)
 
 g is monotonic, and r' and its first two derivatives are continuous (forces and their
-derivatives stay continuous); r' = r from r_min + w on, so the network is untouched wherever
-the training data are more than w away from their closest approach. w is kept small (0.02 Å):
-g' = 0 at r_min, so no force along a pair at its closest training approach can come from the
-network. Below r_min the network's energy no longer depends on that pair's distance (it still
-sees the direction). Pairs never within the cutoff in training are floored at the cutoff: the
-network does not see them at all.
+derivatives stay continuous); r' = r from r_f + w on. Below r_f the network's energy no longer
+depends on that pair's distance (it still sees the direction). Two choices of r_f:
+
+- ``covalent_floors``: a fraction of the sum of covalent radii, by default 0.5 with w = 0.1 Å,
+  where the ZBL prior is at full strength and no training structure comes near (bonds in the
+  bundled MD sets are never shorter than 0.82 of it). It costs no accuracy and keeps the
+  network from extrapolating wildly at nuclear distances; between r_f and the training data
+  the dimer-repulsion penalty of training (``equipot.train.dimer_repulsion``) keeps it
+  repulsive.
+- ``training_floors``: the pair's shortest training distance, w small (0.02 Å), a guarantee by
+  construction without training. g' = 0 at r_f, so no force along a pair at its closest
+  training approach can come from the network, which costs accuracy on compressed bonds.
+  Pairs never within the cutoff in training are floored at the cutoff.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from ase.data import covalent_radii
 from torch import nn
 
 
@@ -31,21 +40,31 @@ def blend_to_identity(u: torch.Tensor) -> torch.Tensor:
     return torch.where(u >= 1.0, u, t**3 * (6.0 - 8.0 * t + 3.0 * t**2))
 
 
+def training_floors(shortest_distances: Sequence[Sequence[float | None]],
+                    cutoff: float) -> list[list[float]]:
+    """[S][S] Å: each pair's shortest training distance (None, never within the cutoff in
+    training: the cutoff)."""
+    return [[cutoff if r is None else float(r) for r in row] for row in shortest_distances]
+
+
+def covalent_floors(species: Sequence[int], factor: float) -> list[list[float]]:
+    """[S][S] Å: ``factor`` × the sum of the pair's covalent radii (ASE's)."""
+    return [[factor * float(covalent_radii[a] + covalent_radii[b]) for b in species]
+            for a in species]
+
+
 class DistanceFloor(nn.Module):
     """Edge lengths [E] Å → floored lengths [E] Å, for the pair of species indices of each edge.
 
-    ``shortest_distances``: [S][S] Å, the training set's closest approach of each pair of
-    species (None: never within the cutoff); ``width``: w, Å.
+    ``floors``: [S][S] r_f, Å; ``width``: w, Å.
     """
 
-    def __init__(self, shortest_distances: Sequence[Sequence[float | None]], cutoff: float,
-                 width: float = 0.02):
+    def __init__(self, floors: Sequence[Sequence[float]], width: float):
         super().__init__()
         if width <= 0:
             raise ValueError(f"the distance floor's width must be positive, got {width} Å")
         self.width = float(width)
-        floor = [[cutoff if r is None else float(r) for r in row] for row in shortest_distances]
-        self.register_buffer("floor", torch.tensor(floor), persistent=False)
+        self.register_buffer("floor", torch.tensor(floors), persistent=False)
 
     def forward(self, lengths: torch.Tensor, species_i: torch.Tensor,
                 species_j: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from equipot import keys
 from equipot.model.build import DTYPES, build_potential
 from equipot.model.potential import Potential
+from equipot.train.dimer_repulsion import DimerRepulsion
 from equipot.train.loss import WeightedLoss
 from equipot.train.metrics import ErrorMetrics
 
@@ -28,13 +29,20 @@ class PotentialModule(pl.LightningModule):
 
     def __init__(self, model_config: Mapping, labels: list[str], dtype: str = "float32",
                  loss: Mapping | None = None, optimizer: Mapping | None = None,
-                 scheduler: Mapping | None = None, ema_decay: float | None = 0.99):
+                 scheduler: Mapping | None = None, ema_decay: float | None = 0.99,
+                 dimer_repulsion: Mapping | None = None):
+        """``dimer_repulsion``: options of ``DimerRepulsion`` (weight, margin,
+        samples_per_pair), None for no such penalty."""
         super().__init__()
         self.save_hyperparameters()
         self.model_config = dict(model_config)
         self.model = build_potential(self.model_config, dtype=DTYPES[dtype])
         self.loss = WeightedLoss(**(loss or {}))
         self.labels = set(labels)
+        self.dimer_repulsion = (
+            DimerRepulsion(self.model.species, self.model_config.get("shortest_distances"),
+                           floors=getattr(self.model.distance_floor, "floor", None),
+                           **dimer_repulsion) if dimer_repulsion else None)
         self.optimizer_config = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0,
                                  **(optimizer or {})}
         self.scheduler_config = {"name": "plateau", "factor": 0.8, "patience": 10,
@@ -54,16 +62,26 @@ class PotentialModule(pl.LightningModule):
         """The weights used for validation and the saved model."""
         return self.ema.module if self.ema is not None else self.model
 
-    def _predict(self, model: Potential, batch, for_loss_only: bool) -> dict:
+    def _predict(self, model: Potential, batch, for_loss_only: bool,
+                 forces: bool = False) -> dict:
         """Training computes what the loss needs; evaluation every labelled quantity."""
         wanted = {field for field in self.labels
                   if not for_loss_only or self.loss.needs(field)}
-        return model(batch, compute_forces=keys.FORCES in wanted,
+        return model(batch, compute_forces=forces or keys.FORCES in wanted,
                      compute_stress=keys.STRESS in wanted)
 
     def training_step(self, batch, batch_idx):
-        predicted = self._predict(self.model, batch, for_loss_only=True)
+        if self.dimer_repulsion is None:
+            predicted = self._predict(self.model, batch, for_loss_only=True)
+        else:  # the dimers ride along in the same forward pass
+            predicted, repulsion = self.dimer_repulsion(
+                self._predict(self.model, self.dimer_repulsion.append_to(batch),
+                              for_loss_only=True, forces=True), batch)
         losses = self.loss(predicted, batch)
+        if self.dimer_repulsion is not None:
+            losses["total"] = losses["total"] + repulsion
+            self.log("train/dimer_repulsion", repulsion.detach(), batch_size=batch.num_graphs,
+                     on_step=False, on_epoch=True)
         self.errors["train_errors"].update(predicted, batch)
         self.log("train/loss", losses["total"].detach(), batch_size=batch.num_graphs,
                  on_step=False, on_epoch=True, prog_bar=True)
