@@ -16,6 +16,7 @@ from equipot.data.graph import atoms_to_graph
 from equipot.errors import EquipotInputError
 from equipot.model.build import build_potential
 from equipot.model.checkpoint import FORMAT_VERSION, load, read_checkpoint, save_model
+from equipot.nn.convolution import edge_tensor_product
 from equipot.version import __version__
 
 CONFIG = dict(block="schnet", cutoff=4.0, num_features=16, num_blocks=2, num_radial=8,
@@ -286,6 +287,27 @@ def test_format_1_files_with_one_readout_still_load(tmp_path):
                   for name, tensor in model.state_dict().items()}
     assert any(name.startswith("readout.") for name in state_dict)
     torch.save({"format_version": 1, "equipot_version": "0.1.0", "model_config": dict(CONFIG),
+                "state_dict": state_dict, "metadata": {}}, tmp_path / "old.pt")
+    batch = make_batch()
+    torch.testing.assert_close(predict(load(tmp_path / "old.pt", dtype=torch.float64), batch),
+                               predict(model, batch), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("block", ["nequip", "mace"])
+def test_format_2_files_with_e3nn_tensor_product_constants_still_load(tmp_path, block):
+    """Format 2 NequIP and MACE files hold the constants of e3nn's o3.TensorProduct (an empty
+    weight, output_mask, Wigner 3j buffers) under blocks.<k>.convolution."""
+    config = {**CONFIG, "block": block, "block_options": {"l_max": 2}}
+    torch.manual_seed(0)
+    model = build_potential(config, dtype=torch.float64).eval()
+    state_dict = {name: tensor.detach() for name, tensor in model.state_dict().items()}
+    for k, convolution in enumerate(block.convolution for block in model.blocks):
+        e3nn_module = edge_tensor_product(convolution.irreps_in, convolution.irreps_sh,
+                                          {ir for _, ir in convolution.irreps_out})
+        state_dict.update({f"blocks.{k}.convolution.{name}": tensor
+                           for name, tensor in e3nn_module.state_dict().items()})
+    assert any(name.endswith("convolution.output_mask") for name in state_dict)
+    torch.save({"format_version": 2, "equipot_version": "0.1.0", "model_config": config,
                 "state_dict": state_dict, "metadata": {}}, tmp_path / "old.pt")
     batch = make_batch()
     torch.testing.assert_close(predict(load(tmp_path / "old.pt", dtype=torch.float64), batch),

@@ -8,6 +8,7 @@ so a model file survives refactoring. Older formats are upgraded by ``MIGRATIONS
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from equipot.model.build import DTYPES, build_potential
 from equipot.model.potential import Potential
 from equipot.version import __version__
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def _one_readout_to_readouts_by_stage(checkpoint: dict) -> dict:
@@ -33,8 +34,20 @@ def _one_readout_to_readouts_by_stage(checkpoint: dict) -> dict:
     return {**checkpoint, "state_dict": state_dict, "format_version": 2}
 
 
+def _drop_e3nn_tensor_product_constants(checkpoint: dict) -> dict:
+    """Format 2 → 3: NequIP's and MACE's convolution (``blocks.<k>.convolution``) was e3nn's
+    ``o3.TensorProduct``, which stored constants with the weights (an empty ``weight``, its
+    ``output_mask`` and Wigner 3j buffers); ``EdgeConvolution`` builds them itself."""
+    constant = re.compile(r"blocks\.\d+\.convolution\."
+                          r"(weight|output_mask|_compiled_main_left_right\..*)")
+    state_dict = {name: tensor for name, tensor in checkpoint["state_dict"].items()
+                  if not constant.fullmatch(name)}
+    return {**checkpoint, "state_dict": state_dict, "format_version": 3}
+
+
 # format_version k → function upgrading a format-k dict to format k + 1.
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _one_readout_to_readouts_by_stage}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _one_readout_to_readouts_by_stage,
+                                                 2: _drop_e3nn_tensor_product_constants}
 
 
 def save_model(path: str | Path, model: Potential, model_config: Mapping,

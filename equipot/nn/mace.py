@@ -22,6 +22,9 @@ and channel: the (ν+1)-body features of MACE's ACE-like basis. S(z_i): a linear
 weights per species of atom i (MACE's self-connection, the tensor product of h_i with the
 one-hot species; ``SpeciesLinear``). W, W_A, W_B: equivariant linear maps mixing channels.
 ⟨n⟩: the training set's average number of neighbours (MACE divides by ⟨n⟩, not √⟨n⟩).
+From the convolution's sums to B, A stays channels last ([(l_max+1)², N, C]): W_A is one matrix
+product per l, with the weights of its e3nn module (``linear_matrices``), and no rearrangement to
+e3nn's layout and back is needed before the symmetric contraction.
 
 The first block, reading the species embedding, follows the reference implementation's
 ``RealAgnosticInteractionBlock``: no self-connection (S(z_i) h_i would be a constant per
@@ -37,6 +40,7 @@ MLP (SiLU, no biases) after the last, none after the embedding; the per-atom ene
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -45,11 +49,10 @@ from e3nn.nn import FullyConnectedNet
 from torch import nn
 
 from equipot.nn.block import InteractionBlock
-from equipot.nn.convolution import edge_tensor_product
+from equipot.nn.convolution import EdgeConvolution
 from equipot.nn.geometry import Geometry
 from equipot.nn.nequip import hidden_irreps
 from equipot.nn.readout import LinearReadout, ScalarReadout
-from equipot.nn.scatter import scatter_sum
 from equipot.nn.species_linear import SpeciesLinear
 from equipot.nn.symmetric_contraction import SymmetricContraction
 
@@ -62,6 +65,19 @@ def channel_major(irreps: o3.Irreps) -> torch.Tensor:
                          for channel in range(num_channels)
                          for (_, ir), start in zip(irreps, (s.start for s in irreps.slices()))
                          for m in range(ir.dim)])
+
+
+def linear_matrices(linear: o3.Linear) -> list[torch.Tensor]:
+    """The weights of an e3nn ``o3.Linear`` as one matrix [mul_in, Σ mul_out] per input irrep:
+    the instructions from that irrep side by side (in their order), each times its path
+    normalisation, so that ``x_in @ matrix`` gives every output irrep they feed, [..., Σ mul_out].
+    """
+    sizes = [math.prod(path.path_shape) for path in linear.instructions]
+    blocks = [weight.view(path.path_shape) * path.path_weight
+              for path, weight in zip(linear.instructions, linear.weight.split(sizes))]
+    return [torch.cat([block for path, block in zip(linear.instructions, blocks)
+                       if path.i_in == i_in], dim=1)
+            for i_in in range(len(linear.irreps_in))]
 
 
 class MACEReadout(ScalarReadout):
@@ -95,20 +111,22 @@ class MACEInteraction(InteractionBlock):
         # A: C channels of every irrep of Y, through every uvu path h̄_j ⊗ Y that reaches one.
         irreps_a = o3.Irreps([(num_features, ir) for _, ir in self.irreps_sh])
         self.linear_up = o3.Linear(self.irreps_in, self.irreps_in)
-        self.convolution = edge_tensor_product(self.irreps_in, self.irreps_sh,
-                                               {ir for _, ir in irreps_a})
+        self.convolution = EdgeConvolution(self.irreps_in, self.irreps_sh,
+                                           {ir for _, ir in irreps_a})
         self.radial = FullyConnectedNet([num_radial] + [radial_hidden] * radial_layers
                                         + [self.convolution.weight_numel],
                                         torch.nn.functional.silu)
         irreps_mid = self.convolution.irreps_out.simplify()
         self.linear_a = (SpeciesLinear(irreps_mid, irreps_a, num_species) if self.first
                          else o3.Linear(irreps_mid, irreps_a))
+        # W_A reads the convolution's channels-last sums: for each irrep l of A, those of the
+        # n_l paths into l (irreps_mid holds them as n_l · C channels of l, in the order of A).
+        self.paths_into = [(mul // num_features, ir.dim) for mul, ir in irreps_mid]
 
         # B and m, channel by channel: A's C channels of 0e+1o+… → C channels of 0e+… (≤ max_L).
         self.product = SymmetricContraction(self.irreps_sh,
                                             o3.Irreps([(1, ir) for _, ir in self.irreps_out]),
                                             num_features, num_species, correlation)
-        self.register_buffer("a_channel_major", channel_major(irreps_a), persistent=False)
         self.register_buffer("b_e3nn_order", torch.argsort(channel_major(self.irreps_out)),
                              persistent=False)
         self.linear_b = o3.Linear(self.irreps_out, self.irreps_out)
@@ -119,16 +137,31 @@ class MACEInteraction(InteractionBlock):
         species = geometry.species
         x = self.linear_up(features)
         weights = self.radial(geometry.radial_basis * geometry.envelope.unsqueeze(-1))
-        messages = self.convolution(x[geometry.neighbour],
-                                    geometry.spherical_harmonics(self.l_max), weights)
-        aggregated = scatter_sum(messages, geometry.centre, geometry.num_atoms) * self.norm
-        a = self.linear_a(aggregated, species) if self.first else self.linear_a(aggregated)
-        a = a[:, self.a_channel_major].unflatten(1, (self.num_features, -1))  # [N, C, (l_max+1)²]
-        b = self.product(a, species).flatten(1)[:, self.b_e3nn_order]  # e3nn layout again
+        aggregated = self.convolution.channels_last(
+            x, geometry.spherical_harmonics(self.l_max), weights, geometry.centre,
+            geometry.neighbour) * self.norm
+        a = self.one_particle_basis(aggregated, species)  # [(l_max+1)², N, C]
+        b = self.product(a.permute(1, 2, 0), species)  # [N, C, dim(irreps_out)]
+        b = b.flatten(1)[:, self.b_e3nn_order]  # e3nn layout again
         out = self.linear_b(b)
         if self.self_connection is not None:
             out = out + self.self_connection(features, species)
         return out
+
+    def one_particle_basis(self, aggregated: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """A = W_A(z_i) of the convolution's sums [N, K, C] (``EdgeConvolution.channels_last``),
+        as [(l_max+1)², N, C]: for each l one matrix product of the [2l+1, N, n_l C] sums of the
+        paths into l, for every species at once in the first block (then each atom's is kept)."""
+        linear = self.linear_a.linear if self.first else self.linear_a
+        sums = aggregated.split([paths * dim for paths, dim in self.paths_into], dim=1)
+        components = [block.unflatten(1, shape).permute(2, 0, 1, 3).flatten(2) @ matrix
+                      for block, shape, matrix in zip(sums, self.paths_into,
+                                                      linear_matrices(linear))]
+        a = torch.cat(components)  # [(l_max+1)², N, S C] in the first block, else [..., C]
+        if not self.first:
+            return a
+        every_species = a.unflatten(2, (self.linear_a.num_species, self.num_features))
+        return every_species[:, torch.arange(a.shape[1], device=a.device), species]
 
     @classmethod
     def build_readout(cls, irreps: o3.Irreps, stage: int, num_blocks: int,

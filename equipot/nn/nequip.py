@@ -31,9 +31,8 @@ from e3nn.nn import Activation, FullyConnectedNet, Gate
 from torch import nn
 
 from equipot.nn.block import InteractionBlock
-from equipot.nn.convolution import edge_tensor_product
+from equipot.nn.convolution import EdgeConvolution
 from equipot.nn.geometry import Geometry
-from equipot.nn.scatter import scatter_sum
 from equipot.nn.species_linear import SpeciesLinear
 
 
@@ -62,7 +61,7 @@ class NequIPInteraction(InteractionBlock):
         hidden = hidden_irreps(num_features, l_max, parity)
         allowed = {o3.Irrep("0e")} if scalar_output else {ir for _, ir in hidden}
         self.linear_in = o3.Linear(self.irreps_in, self.irreps_in)
-        self.convolution = edge_tensor_product(self.irreps_in, self.irreps_sh, allowed)
+        self.convolution = EdgeConvolution(self.irreps_in, self.irreps_sh, allowed)
         irreps_mid = self.convolution.irreps_out
         self.radial = FullyConnectedNet([num_radial, radial_hidden, radial_hidden,
                                          self.convolution.weight_numel], torch.nn.functional.silu)
@@ -90,9 +89,8 @@ class NequIPInteraction(InteractionBlock):
     def forward(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         x = self.linear_in(features)
         weights = self.radial(geometry.radial_basis) * geometry.envelope.unsqueeze(-1)
-        messages = self.convolution(x[geometry.neighbour],
-                                    geometry.spherical_harmonics(self.l_max), weights)
-        aggregated = scatter_sum(messages, geometry.centre, geometry.num_atoms) * self.norm
+        aggregated = self.convolution(x, geometry.spherical_harmonics(self.l_max), weights,
+                                      geometry.centre, geometry.neighbour) * self.norm
         out = self.gate(self.linear_out(aggregated)
                         + self.self_connection(features, geometry.species))
         return features[:, :self.irreps_out.dim] + out if self.residual else out

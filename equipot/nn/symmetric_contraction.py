@@ -16,9 +16,11 @@ normalised to Σ_k U_{k,M,η} U_{k,M',η} = δ_{MM'}. W: learnable, per species 
 Forward: as U is symmetric, the sum over k1…kν runs over the monomials k1 ≤ … ≤ kν only, with
 U summed over the orderings of each: (d+ν−1 choose ν) terms instead of d^ν (165 instead of 729
 for 0e+1o+2e at ν = 3). The monomials of order ν are those of order ν−1 times one more component
-of A. The monomials of all orders meet the precomputed coupling in one matrix product, which
-gives every B; the weights of each atom's species, gathered as W[z] (no loop over species), then
-sum the paths η of all orders into m.
+of A. The monomials of each order meet their rows of the precomputed coupling in one matrix
+product, summed over the orders into every B (no concatenation of the monomials: its gradient
+would cost zero-filled buffers of all of them); where it takes fewer rows, the highest order
+contracts U with the monomials of the order below first. The weights of each atom's species,
+gathered as W[z] (no loop over species), then sum the paths η of all orders into m.
 
 Initialisation: W_η ~ N(0, 1/(P_L ⟨B_η²⟩)), P_L = Σ_ν P_{ν,L} the paths into L and ⟨B_η²⟩ the
 mean square of B_η when the components of A are independent standard normals (exact, from the
@@ -113,6 +115,7 @@ class SymmetricContraction(nn.Module):
             position = {monomial: index for index, monomial in enumerate(monomials[order - 2])}
             steps = [(position[monomial[:-1]], monomial[-1]) for monomial in monomials[order - 1]]
             self.register_buffer(f"monomial_steps_{order}", torch.tensor(steps).T)
+        self.monomial_counts = [len(monomials_of_order) for monomials_of_order in monomials]
 
         couplings = [symmetric_couplings(self.irreps_in, targets, order)
                      for order in range(1, correlation + 1)]
@@ -145,6 +148,20 @@ class SymmetricContraction(nn.Module):
         self.num_paths = [block.shape[-1] for block in blocks]  # P_L
         self.basis_sizes = [block.shape[1:].numel() for block in blocks]  # (2L+1) P_L
 
+        # The highest order ν can skip its own monomials where that takes fewer rows: as
+        # m^{(ν)} = m^{(ν−1)}_prev A_k, B^{(ν)} = Σ_k A_k ⊙ (V_k^T m^{(ν−1)}), V_k[prev] = U's row
+        # of the monomial (prev, k); d × (columns of the order-ν paths) rows instead of one per
+        # monomial of order ν (45 instead of 165 for 0e+1o+2e → 0e at ν = 3: MACE's last block).
+        column_order = torch.cat([orders.repeat(ir.dim) for ir, orders in
+                                  zip(targets, torch.tensor(path_order).split(self.num_paths))])
+        last_columns = torch.nonzero(column_order == correlation).flatten()
+        self.contract_last = (correlation > 1
+                              and dim * len(last_columns) < self.monomial_counts[-1])
+        if self.contract_last:  # where V's entries (prev, k) of each column sit in U's rows
+            previous, component = getattr(self, f"monomial_steps_{correlation}")
+            self.register_buffer("last_order_rows", previous * dim + component, persistent=False)
+            self.register_buffer("last_order_columns", last_columns, persistent=False)
+
         # W_η ~ N(0, 1/(P_L ⟨B_η²⟩)), ⟨B_η²⟩ alike for all M.
         all_monomials = list(itertools.chain(*monomials))
         mean_squares = (coupling * (gaussian_moments(all_monomials, dim) @ coupling)).sum(0)
@@ -157,11 +174,26 @@ class SymmetricContraction(nn.Module):
     def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         # The components of A as rows, [d, N C]: gathering monomials then copies whole rows.
         components = features.flatten(0, 1).T.contiguous()
-        monomials = [components]  # [number of monomials of each order, N C]
-        for order in range(2, self.correlation + 1):
+        monomials = components  # [number of monomials of the order, N C]
+        couplings = self.coupling.split(self.monomial_counts)  # each order's rows
+        basis = couplings[0].T @ monomials  # [Σ_L (2L+1) P_L, N C]
+        highest_monomials = self.correlation - 1 if self.contract_last else self.correlation
+        for order in range(2, highest_monomials + 1):
             previous, component = getattr(self, f"monomial_steps_{order}")
-            monomials.append(monomials[-1][previous] * components[component])
-        basis = (self.coupling.T @ torch.cat(monomials)).T.unflatten(0, features.shape[:2])
+            monomials = (monomials.index_select(0, previous)
+                         * components.index_select(0, component))
+            basis = basis + couplings[order - 1].T @ monomials
+        if self.contract_last:
+            # V [(prev, k), columns of order ν] from the coupling (the model's state).
+            last_rows = couplings[-1].index_select(1, self.last_order_columns)
+            last_coupling = last_rows.new_zeros(len(monomials) * len(components),
+                                                last_rows.shape[1])
+            last_coupling = last_coupling.index_copy(0, self.last_order_rows, last_rows)
+            partial = last_coupling.view(len(monomials), -1).T @ monomials
+            partial = partial.unflatten(0, (len(components), -1))  # [d, columns, N C]
+            basis = basis.index_add(0, self.last_order_columns,
+                                    (partial * components.unsqueeze(1)).sum(0))
+        basis = basis.T.unflatten(0, features.shape[:2])
         weights = self.weights[species]  # [N, C, Σ_L P_L], basis: [N, C, Σ_L (2L+1) P_L]
         outputs = [torch.einsum("ncmp,ncp->ncm", basis_l.unflatten(-1, (ir.dim, paths)), weights_l)
                    for (_, ir), paths, basis_l, weights_l in zip(
