@@ -35,13 +35,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from ase import Atoms  # noqa: E402
-from ase.data import chemical_symbols, covalent_radii  # noqa: E402
+from ase.data import chemical_symbols  # noqa: E402
 from torch_geometric.data import Batch  # noqa: E402
 
 from equipot import keys  # noqa: E402
 from equipot.data.graph import MIN_DISTANCE, atoms_to_graph  # noqa: E402
 from equipot.io import atomic_path, atomic_write_text  # noqa: E402
 from equipot.model.potential import Potential  # noqa: E402
+from equipot.nn.zbl import covalent_radius_sums  # noqa: E402
 
 GRID_STEP = 0.01  # Å, about; the grid runs from MIN_DISTANCE (0.1 Å) to the cutoff
 BATCH_SIZE = 1024  # structures per model call
@@ -146,7 +147,7 @@ def check_pair(name: str, atomic_numbers: tuple[int, int], distances: np.ndarray
 def check_thresholds(species: list[int], shortest_distances: list[list[float | None]] | None
                      ) -> dict[tuple[int, int], tuple[float, str]]:
     """(r_min in Å, where it comes from) of every element pair (indices into ``species``)."""
-    thresholds = {}
+    thresholds, radius_sums = {}, covalent_radius_sums(species)
     for i, j in element_pairs(species):
         known = shortest_distances[i][j] if shortest_distances is not None else None
         if known is not None:
@@ -154,7 +155,7 @@ def check_thresholds(species: list[int], shortest_distances: list[list[float | N
             continue
         reason = ("never within the cutoff in training" if shortest_distances is not None
                   else "model file has no shortest training distances")
-        thresholds[i, j] = (float(covalent_radii[species[i]] + covalent_radii[species[j]]),
+        thresholds[i, j] = (float(radius_sums[i, j]),
                             f"sum of covalent radii: {reason}")
     return thresholds
 

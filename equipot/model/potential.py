@@ -38,7 +38,7 @@ class Potential(nn.Module):
     """``readouts`` maps a stage (0: the embedding, k: block k, counted from 1) to the module
     reading per-atom energies from that stage's features; stages without one are left out.
     ``distance_floor`` (``equipot.nn.distance_floor``): the edge lengths the network reads are
-    floored at each pair's shortest training distance; energy terms read the true ones."""
+    floored per pair of elements; energy terms read the true ones."""
 
     def __init__(self, species: Sequence[int], cutoff: float, embedding: nn.Module,
                  radial_basis: nn.Module, envelope: nn.Module, blocks: Sequence[nn.Module],

@@ -30,8 +30,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from ase.data import covalent_radii
 from torch import nn
+
+from equipot.nn.zbl import covalent_radius_sums
 
 
 def blend_to_identity(u: torch.Tensor) -> torch.Tensor:
@@ -49,8 +50,7 @@ def training_floors(shortest_distances: Sequence[Sequence[float | None]],
 
 def covalent_floors(species: Sequence[int], factor: float) -> list[list[float]]:
     """[S][S] Å: ``factor`` × the sum of the pair's covalent radii (ASE's)."""
-    return [[factor * float(covalent_radii[a] + covalent_radii[b]) for b in species]
-            for a in species]
+    return (factor * covalent_radius_sums(species)).tolist()
 
 
 class DistanceFloor(nn.Module):

@@ -50,6 +50,14 @@ def smooth_switch(t: torch.Tensor) -> torch.Tensor:
     return 1.0 - t**3 * (10.0 - 15.0 * t + 6.0 * t**2)
 
 
+def covalent_radius_sums(species: Sequence[int]) -> torch.Tensor:
+    """[S, S] Å, float64: R_i + R_j for every pair of ``species`` (ASE's covalent radii, Cordero
+    2008), the length scale of the prior's switch, of the network floor and of the short-range
+    check's fallback."""
+    radii = torch.tensor(covalent_radii[list(species)], dtype=torch.float64)
+    return radii[:, None] + radii[None, :]
+
+
 @register_energy_term("zbl")
 class ZBLRepulsion(nn.Module):
     """Per-atom energies [N] eV: e_i = ½ Σ_j V(r_ij) s(r_ij) over the edges of atom i.
@@ -66,8 +74,7 @@ class ZBLRepulsion(nn.Module):
             raise EquipotInputError(f"zbl needs 0 ≤ inner_factor < outer_factor, got "
                                     f"{inner_factor} and {outer_factor}", field="energy_terms")
         z = torch.tensor([float(number) for number in species])
-        radius_sum = torch.tensor(covalent_radii[list(species)]).to(z)
-        radius_sum = radius_sum[:, None] + radius_sum[None, :]  # [S, S] Å
+        radius_sum = covalent_radius_sums(species).to(z)  # [S, S] Å
         outer_radius = outer_factor * radius_sum
         widest = int(outer_radius.argmax())
         if float(outer_radius.max()) > cutoff:

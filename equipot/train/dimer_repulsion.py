@@ -32,10 +32,6 @@ from equipot import keys
 from equipot.data.graph import MIN_DISTANCE, atoms_per_structure
 from equipot.short_range import check_thresholds, element_pairs
 
-MODEL_INPUTS = (keys.ATOMIC_NUMBERS, keys.POSITIONS, keys.CELL, keys.PBC, keys.SHIFTS,
-                keys.TOTAL_CHARGE)
-
-
 class DimerRepulsion(nn.Module):
     """Appends dimers to a batch and scores how much they attract below r_min (see module)."""
 
@@ -55,11 +51,12 @@ class DimerRepulsion(nn.Module):
         numbers = torch.tensor([(species[i], species[j]) for i, j in pairs])  # [P, 2]
         self.register_buffer("numbers", numbers.repeat_interleave(samples_per_pair, 0).flatten(),
                              persistent=False)  # [2D], D = P K dimers, atoms a, b of each
-        r_max = torch.tensor([thresholds[pair][0] for pair in pairs], dtype=torch.float64)
-        r_min = (torch.full_like(r_max, MIN_DISTANCE) if floors is None else
-                 torch.stack([floors[pair].double() for pair in pairs]).clamp(MIN_DISTANCE))
-        self.register_buffer("r_max", r_max, persistent=False)  # [P] Å
-        self.register_buffer("r_min", r_min.clamp(max=r_max), persistent=False)  # [P] Å
+        # Per pair [P], Å: dimers are drawn between the floor (lowest) and r_min (highest).
+        highest = torch.tensor([thresholds[pair][0] for pair in pairs], dtype=torch.float64)
+        lowest = (torch.full_like(highest, MIN_DISTANCE) if floors is None else
+                  torch.stack([floors[pair].double() for pair in pairs]).clamp(MIN_DISTANCE))
+        self.register_buffer("highest", highest, persistent=False)
+        self.register_buffer("lowest", lowest.clamp(max=highest), persistent=False)
 
     @property
     def num_dimers(self) -> int:
@@ -67,10 +64,11 @@ class DimerRepulsion(nn.Module):
 
     def distances(self) -> torch.Tensor:
         """[D] Å: per pair, one random distance in each of K equal slices of [r_f, r_min]."""
-        slices = torch.arange(self.samples, dtype=torch.float64, device=self.r_max.device)
-        fractions = (slices + torch.rand(len(self.r_max), self.samples, dtype=torch.float64,
-                                         device=self.r_max.device)) / self.samples
-        low, high = self.r_min.unsqueeze(1), self.r_max.unsqueeze(1)
+        device = self.highest.device
+        slices = torch.arange(self.samples, dtype=torch.float64, device=device)
+        fractions = (slices + torch.rand(len(self.highest), self.samples, dtype=torch.float64,
+                                         device=device)) / self.samples
+        low, high = self.lowest.unsqueeze(1), self.highest.unsqueeze(1)
         return (low + (high - low) * fractions).flatten()
 
     def append_to(self, batch) -> Batch:
