@@ -24,6 +24,11 @@ DIPOLE = "dipole"  # [G, 3] e·Å, Σ q_i r_i of non-periodic structures (predic
 CHARGES = "charges"  # [N] e, atomic partial charges (models with an electrostatics term)
 
 LABELS = (ENERGY, FORCES, STRESS, DIPOLE)
+# [G] bool per label: whether the structure has it. A structure lacking a label (or stress on a
+# non-periodic one, a dipole on a periodic one) is masked out of that label's loss and metrics.
+HAS_LABEL = {ENERGY: "has_energy", FORCES: "has_forces", STRESS: "has_stress",
+             DIPOLE: "has_dipole"}
+WEIGHT = "weight"  # [G] loss weight of each structure (info["weight"] × its config type's)
 
 # Which outputs are per atom ([N, …]) and which per structure ([G, …]).
 PER_ATOM_OUTPUTS = (FORCES, ATOMIC_ENERGIES, CHARGES)

@@ -16,7 +16,7 @@ from equipot import keys
 from equipot.data.datamodule import AtomisticDataModule
 from equipot.data.dataset import GraphDataset
 from equipot.data.graph import atoms_to_graph
-from equipot.data.reading import LabelKeys, read_labels, read_structures
+from equipot.data.reading import LabelKeys, WeightKeys, read_labels, read_structures
 from equipot.data.statistics import compute_statistics, element_counts, isolated_atom_energies
 from equipot.errors import EquipotInputError
 
@@ -161,25 +161,80 @@ def test_ase_database_reads_like_extxyz(tmp_path):
 # Errors name the file, the structure and the field
 # ---------------------------------------------------------------------------------------------
 
-def test_missing_label_in_one_structure(tmp_path):
+def test_no_structure_with_an_energy_label_is_an_error(tmp_path):
+    frames = molecules(3)
+    path = write(tmp_path / "nolabel.xyz", frames)
+    error = expect_error(lambda: GraphDataset.from_file(
+        path, CUTOFF, LabelKeys(energy="REF_energy"), cache_dir=tmp_path / "cache"),
+        path, field=keys.ENERGY)
+    assert "REF_energy" in str(error) and "data.energy_key" in str(error)
+    assert not list((tmp_path / "cache").glob("*.pt"))  # nothing cached for a bad file
+
+
+def test_structures_lacking_a_label_are_flagged_and_hold_zeros(tmp_path):
+    """Observation 6 of issue 12: partial labels were an error."""
     frames = molecules(4)
     for k, atoms in enumerate(frames):
         if k != 2:
             atoms.info["REF_energy"] = -1.0 * k
-    path = write(tmp_path / "missing.xyz", frames)
-    error = expect_error(lambda: GraphDataset.from_file(
-        path, CUTOFF, LabelKeys(energy="REF_energy"), cache_dir=tmp_path / "cache"),
-        path, 2, keys.ENERGY)
-    assert "REF_energy" in str(error)
-    assert not list((tmp_path / "cache").glob("*.pt"))  # nothing cached for a bad file
+    frames[3].calc = SinglePointCalculator(frames[3], energy=-1.0)  # no forces
+    path = write(tmp_path / "partial.xyz", frames)
+    dataset = GraphDataset.from_file(path, CUTOFF, LabelKeys(energy="REF_energy"),
+                                     cache_dir=tmp_path / "cache")
+    has_energy = dataset.tensors[keys.HAS_LABEL[keys.ENERGY]].tolist()
+    has_forces = dataset.tensors[keys.HAS_LABEL[keys.FORCES]].tolist()
+    assert has_energy == [True, True, False, True] and has_forces == [True, True, True, False]
+    assert dataset.label_counts() == {keys.ENERGY: 3, keys.FORCES: 3}
+    assert dataset[2][keys.ENERGY].item() == 0.0
+    assert torch.equal(dataset[3][keys.FORCES], torch.zeros(len(frames[3]), 3,
+                                                            dtype=torch.float64))
+    np.testing.assert_allclose(dataset[1][keys.FORCES].numpy(), frames[1].get_forces(), atol=1e-7)
 
 
-def test_missing_forces_in_one_structure(tmp_path):
+def test_stress_is_a_label_of_the_periodic_structures_only(tmp_path):
+    """Observation 6 of issue 12: a file mixing molecules and cells demanded stress of both."""
+    cell = bulk("Cu", "fcc", a=3.6, cubic=True)
+    labelled(cell, -3.0, np.zeros((4, 3)), np.arange(6.0) / 100)
+    frames = molecules(2) + [cell]
+    frames[0].calc.results["stress"] = np.ones(6)  # a molecule's stress: meaningless, ignored
+    path = write(tmp_path / "mixed.xyz", frames)
+    dataset = GraphDataset.from_file(path, CUTOFF, cache_dir=False)
+    assert dataset.tensors[keys.HAS_LABEL[keys.STRESS]].tolist() == [False, False, True]
+    assert dataset[2][keys.STRESS][0, 0, 1].item() == pytest.approx(0.05)
+
+
+def test_stress_on_a_cell_without_volume_is_an_error(tmp_path):
+    """Observation 2 of issue 12: a slab whose third cell vector is zero, with stress labels,
+    trained to NaN from the first step (stress divided by a zero volume)."""
+    slab = bulk("Cu", "fcc", a=3.6, cubic=True)
+    slab.set_cell([slab.cell[0], slab.cell[1], [0.0, 0.0, 0.0]])
+    slab.pbc = [True, True, False]
+    good = bulk("Cu", "fcc", a=3.6, cubic=True)
+    frames = [labelled(good, -1.0, np.zeros((4, 3)), np.zeros(6)),
+              labelled(slab, -1.0, np.zeros((4, 3)), np.zeros(6))]
+    path = write(tmp_path / "slab.xyz", frames)
+    error = expect_error(lambda: GraphDataset.from_file(path, CUTOFF, cache_dir=False),
+                         path, 1, keys.STRESS)
+    assert "volume" in str(error)
+    # Without the stress label the slab is fine.
+    GraphDataset.from_file(path, CUTOFF, LabelKeys(stress=None), cache_dir=False)
+
+
+def test_loss_weights_from_info_and_config_types(tmp_path):
     frames = molecules(4)
-    frames[3].calc = SinglePointCalculator(frames[3], energy=-1.0)  # energy only
-    path = write(tmp_path / "noforces.xyz", frames)
-    expect_error(lambda: GraphDataset.from_file(path, CUTOFF, cache_dir=tmp_path / "cache"),
-                 path, 3, keys.FORCES)
+    frames[1].info["weight"] = 3.0
+    frames[2].info["config_type"] = "md"
+    frames[3].info.update(weight=0.5, config_type="md")
+    path = write(tmp_path / "weights.xyz", frames)
+    dataset = GraphDataset.from_file(path, CUTOFF, cache_dir=tmp_path / "cache",
+                                     weight_keys=WeightKeys(config_type_weights={"md": 4.0}))
+    assert dataset.tensors[keys.WEIGHT].tolist() == [1.0, 3.0, 4.0, 2.0]
+    plain = GraphDataset.from_file(path, CUTOFF, cache_dir=tmp_path / "cache")
+    assert plain.tensors[keys.WEIGHT].tolist() == [1.0, 3.0, 1.0, 0.5]  # a cache of its own
+
+    frames[2].info["weight"] = -1.0
+    bad = write(tmp_path / "negative.xyz", frames)
+    expect_error(lambda: GraphDataset.from_file(bad, CUTOFF, cache_dir=False), bad, 2, "weight")
 
 
 def test_non_numeric_label(tmp_path):

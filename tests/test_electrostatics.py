@@ -269,7 +269,9 @@ def test_total_charge_and_dipole_reach_the_batch(tmp_path):
     dataset = GraphDataset.from_file(path, 3.0, cache_dir=tmp_path / "cache")
     batch = Batch.from_data_list([dataset[k] for k in range(len(dataset))])
     np.testing.assert_array_equal(batch[keys.TOTAL_CHARGE].numpy(), [-1.0, 0.0, 1.0, -1.0])
-    np.testing.assert_allclose(batch[keys.DIPOLE].numpy()[:, 0], [0.0, 0.1, 0.2, 0.3])
+    # A dipole is a label of the molecules only: the Cu cell's is ignored.
+    np.testing.assert_allclose(batch[keys.DIPOLE].numpy()[:, 0], [0.0, 0.1, 0.2, 0.0])
+    assert batch[keys.HAS_LABEL[keys.DIPOLE]].tolist() == [True, True, True, False]
     assert batch[keys.DIPOLE].shape == (4, 3)
     plain = atoms_to_graph(molecule("H2O"), 3.0)
     assert plain[keys.TOTAL_CHARGE].tolist() == [0.0]  # absent: neutral
@@ -294,13 +296,13 @@ def test_malformed_charge_or_dipole_names_file_structure_and_field(tmp_path, fie
     assert error.value.field in (field, keys.DIPOLE)
 
 
-def test_dipole_missing_in_one_structure(tmp_path):
+def test_dipole_missing_in_one_structure_leaves_it_out(tmp_path):
     frames = labelled_molecules(3)
     del frames[2].info["dipole"]
     path = tmp_path / "partial.xyz"
     ase.io.write(path, frames, format="extxyz")
-    with pytest.raises(EquipotInputError, match="structure 2"):
-        GraphDataset.from_file(path, 3.0, cache_dir=False)
+    dataset = GraphDataset.from_file(path, 3.0, cache_dir=False)
+    assert dataset.tensors[keys.HAS_LABEL[keys.DIPOLE]].tolist() == [True, True, False]
 
 
 def test_dipole_loss_and_metrics_count_molecules_only(charged_model):

@@ -6,7 +6,7 @@ checked against the training set's elements so that a model never meets an unkno
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
 
 import numpy as np
 import pytorch_lightning as pl
@@ -14,7 +14,7 @@ from torch_geometric.loader import DataLoader
 
 from equipot import keys
 from equipot.data.dataset import GraphDataset
-from equipot.data.reading import LabelKeys
+from equipot.data.reading import LabelKeys, WeightKeys
 from equipot.errors import EquipotInputError
 
 
@@ -36,12 +36,19 @@ class AtomisticDataModule(pl.LightningDataModule):
                  test_count: int | None = None, seed: int = 0, batch_size: int = 16,
                  eval_batch_size: int | None = None, energy_key: str | None = "energy",
                  forces_key: str | None = "forces", stress_key: str | None = "stress",
-                 dipole_key: str | None = "dipole", cache_dir: str | None = None,
-                 num_workers: int = 0):
+                 dipole_key: str | None = "dipole", weight_key: str | None = "weight",
+                 config_type_key: str | None = "config_type",
+                 config_type_weights: Mapping[str, float] | None = None,
+                 cache_dir: str | None = None, num_workers: int = 0):
+        """``weight_key``, ``config_type_key`` and ``config_type_weights``: a structure's loss
+        weight is ``info[weight_key]`` (1 where absent) times the weight of its
+        ``info[config_type_key]`` in ``config_type_weights`` (1 for types not named)."""
         super().__init__()
         self.paths = {"train": train, "valid": valid, "test": test}
         self.cutoff = cutoff
         self.label_keys = LabelKeys(energy_key, forces_key, stress_key, dipole_key)
+        self.weight_keys = WeightKeys(weight_key, config_type_key,
+                                      dict(config_type_weights or {}))
         self.split = {"valid": (valid_fraction, valid_count), "test": (test_fraction, test_count)}
         self.seed = seed
         self.batch_size = batch_size
@@ -52,7 +59,8 @@ class AtomisticDataModule(pl.LightningDataModule):
         self.indices: dict[str, list[int]] = {}  # positions in the training file, per split
 
     def _load(self, path: str) -> GraphDataset:
-        return GraphDataset.from_file(path, self.cutoff, self.label_keys, self.cache_dir)
+        return GraphDataset.from_file(path, self.cutoff, self.label_keys, self.cache_dir,
+                                      self.weight_keys)
 
     def setup(self, stage: str | None = None) -> None:
         if self.sets:
@@ -82,6 +90,16 @@ class AtomisticDataModule(pl.LightningDataModule):
                 raise EquipotInputError(
                     f"elements {sorted(unknown)} of the {name} set do not occur in the "
                     f"training set", source=dataset.source, field=keys.ATOMIC_NUMBERS)
+
+    def describe(self) -> str:
+        """One line per set: its size and how many of its structures have each label."""
+        lines = []
+        for name, dataset in self.sets.items():
+            counts = ", ".join(f"{field} {count}" for field, count in
+                               dataset.label_counts().items())
+            lines.append(f"{name}: {len(dataset)} structures from {dataset.source}; "
+                         f"labelled: {counts or 'none'}")
+        return "\n".join(lines)
 
     @property
     def labels(self) -> list[str]:

@@ -19,10 +19,10 @@ from torch_geometric.data import Data
 
 from equipot import keys
 from equipot.data.graph import atoms_to_graph
-from equipot.data.reading import LabelKeys, read_labels, read_structures
+from equipot.data.reading import LabelKeys, WeightKeys, read_labels, read_structures, read_weights
 from equipot.io import atomic_save
 
-CACHE_FORMAT = 2  # 2: total charge and dipole labels
+CACHE_FORMAT = 3  # 2: total charge and dipole labels; 3: label flags and loss weights
 PER_ATOM = (keys.ATOMIC_NUMBERS, keys.POSITIONS, keys.FORCES)
 
 
@@ -68,20 +68,28 @@ class GraphDataset(torch.utils.data.Dataset):
         """A new dataset holding the structures ``indices`` of ``dataset``."""
         return cls(_concatenate([dataset[int(index)] for index in indices]), dataset.source)
 
+    def label_counts(self) -> dict[str, int]:
+        """Structures that have each label (``keys.LABELS`` order, labels of this set only)."""
+        return {field: int(self.tensors[keys.HAS_LABEL[field]].sum())
+                for field in keys.LABELS if field in self.tensors}
+
     @classmethod
     def from_atoms(cls, structures: list[ase.Atoms], cutoff: float,
-                   label_keys: LabelKeys = LabelKeys(), source: str = "<atoms>") -> GraphDataset:
+                   label_keys: LabelKeys = LabelKeys(), source: str = "<atoms>",
+                   weight_keys: WeightKeys = WeightKeys()) -> GraphDataset:
         """Validate and convert ``structures``; errors name ``source`` and the structure index."""
         labels = read_labels(structures, label_keys, source)
+        weights = read_weights(structures, weight_keys, source)
         graphs = [atoms_to_graph(atoms, cutoff, {field: values[index]
                                                  for field, values in labels.items()},
-                                 source, index)
+                                 source, index, weight=weights[index])
                   for index, atoms in enumerate(structures)]
         return cls(_concatenate(graphs), source)
 
     @classmethod
     def from_file(cls, path: str | Path, cutoff: float, label_keys: LabelKeys = LabelKeys(),
-                  cache_dir: str | Path | None = None) -> GraphDataset:
+                  cache_dir: str | Path | None = None,
+                  weight_keys: WeightKeys = WeightKeys()) -> GraphDataset:
         """Graphs of every structure in ``path``, from the cache when it is up to date.
 
         ``cache_dir=None`` uses ``$EQUIPOT_CACHE`` or ``~/.cache/equipot``; ``False`` disables
@@ -89,22 +97,27 @@ class GraphDataset(torch.utils.data.Dataset):
         """
         path = Path(path)
         if cache_dir is False:
-            return cls.from_atoms(read_structures(path), cutoff, label_keys, str(path))
+            return cls.from_atoms(read_structures(path), cutoff, label_keys, str(path),
+                                  weight_keys)
         if not path.is_file():
             read_structures(path)  # raises the error that names the file
-        fingerprint = _fingerprint(path, cutoff, label_keys)
+        fingerprint = _fingerprint(path, cutoff, label_keys, weight_keys)
         cache = Path(cache_dir or default_cache_dir()) / f"{path.stem}-{fingerprint}.pt"
         if cache.is_file():
             return cls(torch.load(cache, weights_only=True), str(path))
-        dataset = cls.from_atoms(read_structures(path), cutoff, label_keys, str(path))
+        dataset = cls.from_atoms(read_structures(path), cutoff, label_keys, str(path),
+                                 weight_keys)
         atomic_save(dataset.tensors, cache)
         return dataset
 
 
-def _fingerprint(path: Path, cutoff: float, label_keys: LabelKeys) -> str:
+def _fingerprint(path: Path, cutoff: float, label_keys: LabelKeys,
+                 weight_keys: WeightKeys) -> str:
     """Hash of the file's bytes and every setting that changes the graphs."""
     digest = hashlib.sha256(path.read_bytes())
-    settings = {"cutoff": float(cutoff), "keys": list(label_keys.items()), "format": CACHE_FORMAT}
+    settings = {"cutoff": float(cutoff), "keys": list(label_keys.items()), "format": CACHE_FORMAT,
+                "weights": [weight_keys.weight, weight_keys.config_type,
+                            sorted(weight_keys.config_type_weights.items())]}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 

@@ -15,13 +15,17 @@ from equipot.errors import EquipotInputError
 MIN_DISTANCE = 0.1  # Å; closer atoms are an input error, not physics
 
 
-def atoms_to_graph(atoms: ase.Atoms, cutoff: float, labels: dict[str, np.ndarray] | None = None,
-                   source: str = "<atoms>", index: int | None = None) -> Data:
+def atoms_to_graph(atoms: ase.Atoms, cutoff: float,
+                   labels: dict[str, np.ndarray | None] | None = None, source: str = "<atoms>",
+                   index: int | None = None, weight: float | None = None) -> Data:
     """The graph of ``atoms`` with every pair closer than ``cutoff`` (Å) as two edges.
 
     Floating-point fields are float64; the model casts them to its own dtype. ``labels`` maps
-    ``keys.ENERGY`` / ``FORCES`` / ``STRESS`` / ``DIPOLE`` to validated arrays (see
-    ``read_labels``). The total charge comes from ``atoms.info["charge"]`` (default 0).
+    ``keys.ENERGY`` / ``FORCES`` / ``STRESS`` / ``DIPOLE`` to validated arrays, or to None
+    where the structure lacks one (see ``read_labels``): each label comes with its
+    ``keys.HAS_LABEL`` flag, and a missing one is stored as zeros. ``weight``: the structure's
+    loss weight (``keys.WEIGHT``), for datasets. The total charge comes from
+    ``atoms.info["charge"]`` (default 0).
     """
     positions = np.asarray(atoms.positions, dtype=np.float64)
     pbc = np.asarray(atoms.pbc, dtype=bool)
@@ -53,9 +57,20 @@ def atoms_to_graph(atoms: ase.Atoms, cutoff: float, labels: dict[str, np.ndarray
                                         dtype=torch.float64),
     }
     for field, value in (labels or {}).items():
-        value = torch.as_tensor(value, dtype=torch.float64)
+        fields[keys.HAS_LABEL[field]] = torch.tensor([value is not None])
+        value = torch.as_tensor(missing_label(field, len(atoms)) if value is None else value,
+                                dtype=torch.float64)
         fields[field] = value if field == keys.FORCES else value.unsqueeze(0)
+    if weight is not None:
+        fields[keys.WEIGHT] = torch.tensor([float(weight)], dtype=torch.float64)
     return Data(**fields)
+
+
+def missing_label(field: str, num_atoms: int) -> np.ndarray:
+    """The zeros that stand in for label ``field`` of a structure of ``num_atoms`` lacking it."""
+    shapes = {keys.ENERGY: (), keys.FORCES: (num_atoms, 3), keys.STRESS: (3, 3),
+              keys.DIPOLE: (3,)}
+    return np.zeros(shapes[field])
 
 
 def atoms_per_structure(batch) -> torch.Tensor:

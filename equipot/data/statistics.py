@@ -109,10 +109,15 @@ def compute_statistics(dataset: GraphDataset, isolated_atoms: dict[int, float] |
     counts = element_counts(dataset, species)
     num_atoms = counts.sum(axis=1)
     prior_energies, prior_forces = fixed_term_labels(dataset, species, model_config or {})
-    energies = (dataset.tensors[keys.ENERGY].numpy() - prior_energies
-                if keys.ENERGY in dataset.fields else None)
-    forces = (dataset.tensors[keys.FORCES].numpy() - prior_forces
-              if keys.FORCES in dataset.fields else None)
+    energies = forces = None
+    if keys.ENERGY in dataset.fields:  # structures with an energy label
+        has_energy = dataset.tensors[keys.HAS_LABEL[keys.ENERGY]].numpy()
+        energies = (dataset.tensors[keys.ENERGY].numpy() - prior_energies)[has_energy]
+        counts, num_atoms = counts[has_energy], num_atoms[has_energy]
+    if keys.FORCES in dataset.fields:  # atoms of structures with a force label
+        has_forces = dataset.tensors[keys.HAS_LABEL[keys.FORCES]].repeat_interleave(
+            dataset.tensors[keys.NUM_ATOMS]).numpy()
+        forces = (dataset.tensors[keys.FORCES].numpy() - prior_forces)[has_forces]
 
     if isolated_atoms is not None:
         missing = [z for z in species if z not in isolated_atoms]
@@ -140,6 +145,7 @@ def compute_statistics(dataset: GraphDataset, isolated_atoms: dict[int, float] |
         "reference_energies": [float(e) for e in reference],
         "shift": shift,
         "scale": scale if scale > 1e-8 else 1.0,
-        "avg_num_neighbors": float(dataset.tensors[keys.NUM_EDGES].sum()) / float(num_atoms.sum()),
+        "avg_num_neighbors": float(dataset.tensors[keys.NUM_EDGES].sum())
+                             / float(dataset.tensors[keys.NUM_ATOMS].sum()),
         "shortest_distances": shortest_distances(dataset, species),
     }
