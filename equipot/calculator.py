@@ -11,7 +11,7 @@ from torch_geometric.data import Batch
 
 from equipot import keys
 from equipot.data.graph import atoms_to_graph
-from equipot.data.reading import read_total_charge
+from equipot.data.reading import MIN_VOLUME, read_total_charge
 from equipot.model.checkpoint import load
 from equipot.model.potential import Potential
 
@@ -19,6 +19,10 @@ from equipot.model.potential import Potential
 class EquipotCalculator(Calculator):
     """Energy, free energy (= energy), forces, per-atom energies and, for periodic cells, stress;
     atomic charges (e) and, for molecules, the dipole (e·Å) where the model predicts them.
+
+    On a periodic cell with a volume the stress comes with every call (it costs a few per cent
+    of the forces' backward pass), so that NPT dynamics, which asks for forces and stress at
+    every step, calls the model once per step.
 
     ``model_or_path`` is a Potential or a model file; ``dtype`` applies when loading a file
     (default: the dtype it was trained in). The total charge is ``atoms.info["charge"]``
@@ -47,14 +51,15 @@ class EquipotCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        want_stress = "stress" in properties
-        if want_stress and not self.atoms.pbc.any():
+        has_volume = abs(self.atoms.cell.volume) >= MIN_VOLUME
+        if "stress" in properties and not self.atoms.pbc.any():
             raise PropertyNotImplementedError(
                 "stress is defined for periodic structures only; this one has pbc=False")
-        if want_stress and abs(self.atoms.cell.volume) < 1e-8:
+        if "stress" in properties and not has_volume:
             raise PropertyNotImplementedError(
                 "stress needs a cell with a volume; give the non-periodic direction of this "
                 "slab or wire a cell vector (its length sets the volume the stress refers to)")
+        want_stress = bool(self.atoms.pbc.any()) and has_volume
         self.model.check_species(self.atoms.numbers)
         graph = atoms_to_graph(self.atoms, self.model.cutoff)
         batch = Batch.from_data_list([graph]).to(self.device)

@@ -5,6 +5,8 @@
 Ensembles: ``nve`` (velocity Verlet), ``nvt`` (Langevin), ``npt`` (isotropic MTK barostat and
 Nosé–Hoover chains; fully periodic cells only). Writes an ASE trajectory and a log of time,
 E_tot, E_pot, E_kin and T every ``--interval`` steps, and reports the total-energy drift.
+The start structure is checked, and the model run on it, before any file is opened: a bad
+structure is an error naming the file and its index, and leaves no trajectory or log.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from ase.md.verlet import VelocityVerlet
 from tqdm import tqdm
 
 from equipot.calculator import EquipotCalculator
-from equipot.cli import exit_on_input_error
+from equipot.cli import exit_on_error
+from equipot.data.graph import atoms_to_graph
 from equipot.data.reading import read_structures
 from equipot.errors import EquipotInputError
 from equipot.model.build import DTYPES
@@ -69,10 +72,30 @@ def make_dynamics(atoms, args: argparse.Namespace, rng: np.random.Generator):
                            pdamp=args.pdamp * units.fs)
 
 
+def start_structure(args: argparse.Namespace, calculator: EquipotCalculator):
+    """The structure ``args.index`` of ``args.structure``, checked (elements, geometry, the
+    model's energy, forces and stress on it) with errors naming the file and the index."""
+    structures = read_structures(args.structure)
+    if not -len(structures) <= args.index < len(structures):
+        raise EquipotInputError(f"has {len(structures)} structures, no index {args.index}",
+                                source=args.structure, field="index")
+    index = args.index % len(structures)
+    atoms = structures[index]
+    calculator.model.check_species(atoms.numbers, source=str(args.structure), index=index)
+    atoms_to_graph(atoms, calculator.model.cutoff, source=str(args.structure), index=index)
+    atoms.calc = calculator
+    atoms.get_forces()  # energy and forces, and stress on a periodic cell
+    for field in ("energy", "forces", "stress"):
+        if field in calculator.results and not np.all(np.isfinite(calculator.results[field])):
+            raise EquipotInputError("the model predicts NaN or inf", args.structure, index,
+                                    field)
+    return atoms
+
+
 def run(args: argparse.Namespace) -> dict:
-    atoms = read_structures(args.structure)[args.index]
     dtype = DTYPES[args.dtype] if args.dtype else None
-    atoms.calc = EquipotCalculator(args.model, device=args.device, dtype=dtype)
+    atoms = start_structure(args, EquipotCalculator(args.model, device=args.device,
+                                                    dtype=dtype))
     rng = np.random.default_rng(args.seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)
     Stationary(atoms)
@@ -89,7 +112,8 @@ def run(args: argparse.Namespace) -> dict:
         dynamics.attach(logger, interval=args.interval)
         with tqdm(total=args.steps, desc=f"MD {args.ensemble}", unit="step",
                   disable=args.no_progress) as progress:
-            dynamics.attach(lambda: progress.update(1), interval=1)
+            # Observers also run before the first step: count the steps taken, not the calls.
+            dynamics.attach(lambda: progress.update(dynamics.nsteps - progress.n), interval=1)
             dynamics.run(args.steps)
     drift = (max(total_energies) - min(total_energies)) / len(atoms)
     summary = {"steps": args.steps, "final_temperature": atoms.get_temperature(),
@@ -101,7 +125,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> None:
-    exit_on_input_error("equipot-md", lambda: run(parse_arguments(argv)))
+    exit_on_error("equipot-md", lambda: run(parse_arguments(argv)))
 
 
 if __name__ == "__main__":
