@@ -15,3 +15,8 @@ class EquipotInputError(ValueError):
         ) if part]
         super().__init__(": ".join(where + [message]))
         self.source, self.index, self.field = source, index, field
+
+
+class EquipotRunError(RuntimeError):
+    """A run that ends without its result (training diverged, a failed check): says why, and
+    what it left behind."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
 
 import equipot
+from conftest import emt_copper
+from equipot.cli import md
 from equipot.data.dataset import GraphDataset
 from equipot.data.reading import read_structures
 from equipot.evaluation import evaluate
@@ -32,22 +33,6 @@ def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
     return result
-
-
-def emt_copper(count: int, seed: int) -> list:
-    """Rattled, strained fcc Cu cells labelled by ASE's EMT (energy, forces, stress)."""
-    rng = np.random.default_rng(seed)
-    structures = []
-    for _ in range(count):
-        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-        atoms.set_cell(atoms.cell * (1 + rng.uniform(-0.03, 0.03)), scale_atoms=True)
-        atoms.rattle(0.08, seed=int(rng.integers(1 << 30)))
-        atoms.calc = EMT()
-        labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
-                  "stress": atoms.get_stress()}
-        atoms.calc = SinglePointCalculator(atoms, **labels)
-        structures.append(atoms)
-    return structures
 
 
 @pytest.fixture(scope="module")
@@ -108,17 +93,6 @@ def test_evaluate_prints_table_and_writes_metrics_and_plots(trained, workdir):
         assert (workdir / "eval" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_resume_continues_from_lightning_checkpoint(trained, workdir):
-    run([str(BIN / "equipot-train"), "data.train=train.xyz", "data.valid=valid.xyz",
-         "hydra.run.dir=runs/resumed", f"resume={trained / 'checkpoints' / 'last.ckpt'}",
-         *FAST, "trainer.max_epochs=3"], workdir)
-    lines = (workdir / "runs/resumed/logs/metrics.csv").read_text().splitlines()
-    header = lines[0].split(",")
-    epochs = {line.split(",")[header.index("epoch")] for line in lines[1:]}
-    epochs = {int(epoch) for epoch in epochs if epoch}  # learning-rate rows have no epoch
-    assert epochs == {2}  # epochs 0 and 1 came from the checkpoint
-
-
 def test_energy_only_float64_training_and_multirun_sweep(workdir):
     run([str(BIN / "equipot-train"), "--multirun", "data.train=train.xyz",
          "data.valid=valid.xyz", "data.forces_key=null", "data.stress_key=null",
@@ -163,3 +137,44 @@ def test_evaluate_rejects_a_file_that_is_not_a_model(workdir):
                             cwd=workdir, capture_output=True, text=True)
     assert result.returncode != 0 and "fake.pt" in result.stderr
     assert "not an equipot model file" in result.stderr
+
+
+@pytest.mark.parametrize("problem, field", [("overlap", "positions"), ("element", "z")])
+def test_md_names_file_and_index_of_a_bad_structure_and_writes_nothing(trained, workdir,
+                                                                         problem, field):
+    good = bulk("Cu", "fcc", a=3.6, cubic=True)
+    bad = good.copy()
+    if problem == "overlap":
+        bad.positions[1] = bad.positions[0] + 0.05
+    else:
+        bad.numbers[1] = 79  # Au: unknown to the Cu model
+    ase.io.write(workdir / f"bad_{problem}.xyz", [good, bad])
+    result = subprocess.run([str(BIN / "equipot-md"), str(trained / "model.pt"),
+                             f"bad_{problem}.xyz", "--index", "1", "--steps", "5",
+                             "--trajectory", f"{problem}.traj", "--log", f"{problem}.log",
+                             "--no-progress"], cwd=workdir, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"bad_{problem}.xyz: structure 1: field '{field}'" in result.stderr
+    assert not (workdir / f"{problem}.traj").exists() and not (workdir / f"{problem}.log").exists()
+
+
+def test_md_progress_bar_counts_the_steps_asked_for(trained, workdir):
+    ase.io.write(workdir / "start.xyz", bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2))
+    result = run([str(BIN / "equipot-md"), str(trained / "model.pt"), "start.xyz",
+                  "--steps", "20", "--trajectory", "bar.traj", "--log", "bar.log"], workdir)
+    counts = {int(count) for count in re.findall(r"(\d+)/20 ", result.stderr)}
+    assert max(counts) == 20, result.stderr
+
+
+def test_npt_calls_the_model_once_per_step(trained, workdir, monkeypatch):
+    calls = []
+    calculate = equipot.EquipotCalculator.calculate
+    monkeypatch.setattr(equipot.EquipotCalculator, "calculate",
+                        lambda self, *args, **kwargs: calls.append(1) or calculate(
+                            self, *args, **kwargs))
+    ase.io.write(workdir / "start.xyz", bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2))
+    md.run(md.parse_arguments([str(trained / "model.pt"), str(workdir / "start.xyz"),
+                               "--ensemble", "npt", "--steps", "10", "--no-progress",
+                               "--trajectory", str(workdir / "npt_calls.traj"),
+                               "--log", str(workdir / "npt_calls.log")]))
+    assert len(calls) <= 10 + 2, len(calls)  # the start check, the integrator's first forces

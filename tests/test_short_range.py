@@ -22,7 +22,7 @@ from equipot.cli import train as train_cli
 from equipot.cli.check_model import main as check_model
 from equipot.nn.energy_terms import register_energy_term
 from equipot.nn.zbl import ZBLRepulsion
-from equipot.short_range import check_pair, check_short_range, dimer_grid
+from equipot.short_range import check_pair, check_short_range, check_thresholds, dimer_grid
 
 ZBL = {"name": "zbl"}
 SPECIES = [1, 8, 29]
@@ -90,7 +90,8 @@ def test_criterion_tolerates_a_flat_microvolt_plateau_but_not_a_millivolt_dip():
     assert not not_finite.passed and "non-finite" in not_finite.verdict
 
 
-def test_curves_are_the_calculators_energies_and_fall_back_to_covalent_radii(models, tmp_path):
+def test_curves_are_the_calculators_energies_and_pairs_without_data_use_the_bound(models,
+                                                                                 tmp_path):
     model = models["zbl"]
     shortest = [[None if {a, b} == {8, 29} else 1.2 for b in SPECIES] for a in SPECIES]
     report = check_short_range(model, shortest, tmp_path)
@@ -102,14 +103,34 @@ def test_curves_are_the_calculators_energies_and_fall_back_to_covalent_radii(mod
         assert row[1] == pytest.approx(atoms.get_potential_energy(), abs=1e-7)
     assert curve[-1, 2] == pytest.approx(0.0, abs=1e-7)  # at the cutoff: separated atoms
     by_pair = {check.pair: check for check in report.pairs}
-    assert by_pair["O-Cu"].r_min == pytest.approx(covalent_radii[8] + covalent_radii[29])
-    assert "never within the cutoff" in by_pair["O-Cu"].r_min_source
+    assert by_pair["O-Cu"].r_min == pytest.approx(0.6 * (covalent_radii[8] + covalent_radii[29]))
+    assert by_pair["O-Cu"].r_min_source.startswith("no training data")
+    assert "no training data, harmless" in by_pair["O-Cu"].verdict
     assert by_pair["H-O"].r_min == 1.2
     isolated = {atom.element: atom for atom in report.atoms}
     assert isolated["O"].reference_energy == CONFIG["reference_energies"][1]
     atom = Atoms("O")
     atom.calc = EquipotCalculator(model)
     assert isolated["O"].model_energy == pytest.approx(atom.get_potential_energy(), abs=1e-9)
+
+
+def test_a_pair_without_training_data_may_bind_near_its_bond_length():
+    """Observation 8 of issue 12: pairs never seen in training raised false alarms for dips
+    where such dimers really bind. A Morse well (depth 1 eV) at 0.9 of the covalent-radius sum
+    R, as a multiple bond has it: harmless below the bound 0.6 R, a false alarm below R."""
+    species = [6, 7]
+    shortest = [[1.4, None], [None, 1.1]]  # C–N never within the cutoff in training
+    r_min, source = check_thresholds(species, shortest)[0, 1]
+    radius_sum = covalent_radii[6] + covalent_radii[7]
+    assert r_min == pytest.approx(0.6 * radius_sum) and source.startswith("no training data")
+    distances = dimer_grid(5.0)
+    bond = 0.9 * radius_sum
+    energies = np.exp(-2 * 2.0 * (distances - bond)) - 2 * np.exp(-2.0 * (distances - bond))
+    check = check_pair("C-N", (6, 7), distances, energies, r_min, source)
+    assert check.passed and check.verdict.startswith("C-N: no training data, harmless")
+    assert not check_pair("C-N", (6, 7), distances, energies, radius_sum, "sum").passed
+    # Attraction below the bound is a failure, training data or not.
+    assert not check_pair("C-N", (6, 7), distances, -energies, r_min, source).passed
 
 
 # ---------------------------------------------------------------- equipot-check-model

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from equipot.cli import exit_on_input_error
+from equipot.cli import exit_on_error
 from equipot.model.checkpoint import load
 from equipot.short_range import ShortRangeReport, check_short_range, format_report
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> ShortRangeReport:
 
 
 def main(argv=None) -> None:
-    report = exit_on_input_error("equipot-check-model", lambda: run(parse_arguments(argv)))
+    report = exit_on_error("equipot-check-model", lambda: run(parse_arguments(argv)))
     sys.exit(0 if report.passed else 1)
 
 

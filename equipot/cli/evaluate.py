@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from equipot import keys
-from equipot.cli import exit_on_input_error
+from equipot.cli import exit_on_error
 from equipot.data.dataset import GraphDataset
 from equipot.data.reading import LabelKeys
 from equipot.evaluation import evaluate, format_table
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> None:
-    exit_on_input_error("equipot-evaluate", lambda: run(parse_arguments(argv)))
+    exit_on_error("equipot-evaluate", lambda: run(parse_arguments(argv)))
 
 
 if __name__ == "__main__":

@@ -2,18 +2,26 @@
 
     equipot-train data.train=my.xyz model=schnet trainer.max_epochs=50
     equipot-train experiment=ethanol_schnet hydra.run.dir=runs/demo
+    equipot-train resume=runs/demo trainer.max_epochs=100    # continue that run
 
-The run directory receives the resolved ``config.yaml``, ``split_indices.json`` (which
-structures of the training file went to which split), CSV and TensorBoard logs, Lightning
-checkpoints (``checkpoints/last.ckpt`` resumes with ``resume=...``), the final ``model.pt``
-(EMA weights of the best validation epoch), ``test_metrics.json`` and the short-range report
-``short_range/`` (``equipot.short_range``; a failing check ends the run with a banner).
+The config is checked before any data is read (``equipot.train.config``). A new run needs a
+run directory without another run's files (``overwrite=true`` replaces them); a resumed one
+continues in its own (``equipot.train.run_directory``). The run directory receives the
+resolved ``config.yaml``, ``split_indices.json`` (which structures of the training file went to
+which split), CSV and TensorBoard logs, Lightning checkpoints, the final ``model.pt`` (of the
+best validation epoch, EMA or raw weights, whichever validated better), ``test_metrics.json``
+and the short-range report ``short_range/`` (``equipot.short_range``). Only global rank 0
+writes. The run exits non-zero when training diverges (leaving ``last_finite_weights.pt``, no
+``model.pt``) or the short-range check fails (after writing ``model.pt``; unless
+``short_range.fail_on_error=false``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import sys
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import hydra
@@ -23,30 +31,53 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.loggers import TensorBoardLogger
 
-from equipot.cli import exit_on_input_error
+from equipot.cli import exit_on_error
 from equipot.data.datamodule import AtomisticDataModule
 from equipot.data.statistics import compute_statistics, isolated_atom_energies
 from equipot.datasets import bundled
+from equipot.errors import EquipotInputError, EquipotRunError
 from equipot.evaluation import evaluate, format_table
 from equipot.io import atomic_write_text
 from equipot.model.checkpoint import save_model
 from equipot.model.potential import Potential
 from equipot.short_range import banner, check_short_range, format_report
+from equipot.train.config import check_config
+from equipot.train.divergence import TrainingDiverged
 from equipot.train.module import PotentialModule
+from equipot.train.progress import EpochPrinter
+from equipot.train.run_directory import (CHECKPOINTS, CONFIG, LAST_FINITE_WEIGHTS, MODEL,
+                                         ContinuingCSVLogger, find_checkpoint,
+                                         is_launch_rank_zero, prepare_new_run,
+                                         resumed_settings)
 from equipot.train.schedule import BudgetCosineSchedule, duration_seconds
+from equipot.train.stages import StageTwo
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")  # a link to configs/
+SPLIT_INDICES = "split_indices.json"
 if not OmegaConf.has_resolver("bundled"):
     OmegaConf.register_new_resolver("bundled", bundled)
 
 
-def train(config: DictConfig, run_dir: Path) -> dict:
-    """Train as ``config`` says, writing everything to ``run_dir``; returns the test metrics."""
-    settings = OmegaConf.to_container(config, resolve=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(yaml.safe_dump(settings, sort_keys=False), run_dir / "config.yaml")
+def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] = ()) -> dict:
+    """Train as ``config`` says, writing everything to ``run_dir`` (a resumed run: its own);
+    returns the test metrics. ``overrides``: the command line's, which a resumed run checks."""
+    settings = (OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config)
+                else dict(config))
+    check_config(settings)
+    rank_zero = is_launch_rank_zero()
+    checkpoint = None
+    if settings["resume"]:
+        if settings.get("overwrite"):
+            raise EquipotInputError("resume continues a run and overwrite=true replaces one: "
+                                    "give one of them", field="overwrite")
+        run_dir, checkpoint = find_checkpoint(settings["resume"])
+        settings = {**resumed_settings(run_dir, settings, overrides), "resume": str(checkpoint)}
+    elif rank_zero:
+        prepare_new_run(run_dir, settings["overwrite"])
+    if rank_zero:
+        atomic_write_text(yaml.safe_dump(settings, sort_keys=False), run_dir / CONFIG)
     pl.seed_everything(settings["seed"], workers=True)
 
     data = dict(settings["data"])
@@ -54,41 +85,36 @@ def train(config: DictConfig, run_dir: Path) -> dict:
     datamodule = AtomisticDataModule(cutoff=settings["model"]["cutoff"], seed=settings["seed"],
                                      **data)
     datamodule.setup()
-    atomic_write_text(json.dumps(datamodule.indices), run_dir / "split_indices.json")
-    reference = (isolated_atom_energies(isolated_atoms, data["energy_key"] or "energy")
-                 if isolated_atoms else None)
-    model_config = {**settings["model"],
-                    **compute_statistics(datamodule.sets["train"], reference, settings["model"])}
+    if rank_zero:
+        print(datamodule.describe(), flush=True)
+    if checkpoint is not None:  # statistics as the run computed them, never again
+        model_config = resumed_model_config(checkpoint, datamodule, run_dir)
+    else:
+        reference = (isolated_atom_energies(isolated_atoms, data["energy_key"] or "energy")
+                     if isolated_atoms else None)
+        model_config = {**settings["model"], **compute_statistics(datamodule.sets["train"],
+                                                                   reference, settings["model"])}
+        if rank_zero:
+            atomic_write_text(json.dumps(datamodule.indices), run_dir / SPLIT_INDICES)
     module = PotentialModule(model_config, labels=datamodule.labels, dtype=settings["dtype"],
                              loss=settings["loss"], optimizer=settings["optimizer"],
                              scheduler=settings["scheduler"], ema_decay=settings["ema_decay"],
                              dimer_repulsion=settings["dimer_repulsion"])
-
-    trainer_settings = dict(settings["trainer"])
-    patience = trainer_settings.pop("early_stopping_patience")
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
-                                  monitor="val/loss", save_last=True)
-    callbacks = [checkpoints, LearningRateMonitor()]
-    if patience:
-        callbacks.append(EarlyStopping(monitor="val/loss", patience=patience))
-    if settings["scheduler"]["name"] == "cosine":
-        callbacks.append(BudgetCosineSchedule(duration_seconds(trainer_settings["max_time"]),
-                                              settings["scheduler"]["min_lr"]))
-    trainer = pl.Trainer(
-        default_root_dir=run_dir, inference_mode=False, callbacks=callbacks,
-        logger=[CSVLogger(run_dir, name="logs", version=""),
-                TensorBoardLogger(run_dir, name="tensorboard", version="")],
-        **trainer_settings)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=settings["resume"])
+    trainer, checkpoints = make_trainer(settings, run_dir, checkpoint)
+    started = time.monotonic()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
+    except TrainingDiverged as error:
+        if trainer.is_global_zero:  # the other ranks leave quietly: rank 0 reports
+            report_divergence(error, module, model_config, checkpoints, run_dir)
+        return {}
     if not trainer.is_global_zero:
         return {}
 
-    if checkpoints.best_model_path:
-        best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=True)
-        module.load_state_dict(best["state_dict"])
-    model = module.averaged_model.to("cpu").eval()
+    model, validation = best_model(module, checkpoints)
     metadata = {"dtype": settings["dtype"], "epochs": trainer.current_epoch,
-                "best_checkpoint": checkpoints.best_model_path,
+                "best_epoch": validation.get("epoch"), "weights": module.selected_weights,
+                "validation": validation, "best_checkpoint": checkpoints.best_model_path,
                 "data": {name: data[name] for name in ("train", "valid", "test")}}
     metrics = {}
     if "test" in datamodule.sets:
@@ -96,28 +122,132 @@ def train(config: DictConfig, run_dir: Path) -> dict:
         metrics = result.metrics
         print(f"test set ({result.num_structures} structures):\n{format_table(metrics)}")
         atomic_write_text(json.dumps(metrics, indent=2), run_dir / "test_metrics.json")
-    save_model(run_dir / "model.pt", model, model_config, {**metadata, "test_metrics": metrics})
-    print(f"model written to {run_dir / 'model.pt'}")
-    report_short_range(model, model_config, run_dir / "short_range")
+    save_model(run_dir / MODEL, model, model_config, {**metadata, "test_metrics": metrics})
+    print(summary(trainer, module, validation, time.monotonic() - started, run_dir / MODEL))
+    passed = report_short_range(model, model_config, run_dir / "short_range")
+    if not passed and settings.get("short_range", {}).get("fail_on_error", True):
+        raise EquipotRunError(f"the short-range check failed (report above; {MODEL} is "
+                              f"written): short_range.fail_on_error=false lets such a run "
+                              f"exit 0")
     return metrics
 
 
-def report_short_range(model: Potential, model_config: Mapping, output_dir: Path) -> None:
-    """Print the short-range report of the trained model. An error while making it is printed
-    in a banner, never raised: the model file is written already and must not be lost."""
+def resumed_model_config(checkpoint: Path, datamodule: AtomisticDataModule,
+                         run_dir: Path) -> dict:
+    """The model config (statistics included) saved in ``checkpoint``, once the data are
+    checked to split as they did when the run started."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    split_file = run_dir / SPLIT_INDICES
+    if split_file.is_file() and json.loads(split_file.read_text()) != datamodule.indices:
+        raise EquipotInputError("the data split differently than when the run started: the "
+                                "data files have changed", source=split_file)
+    return dict(saved["hyper_parameters"]["model_config"])
+
+
+def make_trainer(settings: Mapping, run_dir: Path, checkpoint: Path | None
+                 ) -> tuple[pl.Trainer, ModelCheckpoint]:
+    """The Lightning Trainer of ``settings["trainer"]`` with equipot's callbacks and loggers."""
+    trainer_settings = dict(settings["trainer"])
+    patience = trainer_settings.pop("early_stopping_patience")
+    max_seconds = duration_seconds(trainer_settings["max_time"])
+    checkpoints = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename="best",
+                                  monitor="val/loss", save_last=True,
+                                  enable_version_counter=False)
+    callbacks = [checkpoints, LearningRateMonitor()]
+    if patience:
+        callbacks.append(EarlyStopping(monitor="val/loss", patience=patience))
+    schedule = None
+    if settings["scheduler"]["name"] == "cosine":
+        schedule = BudgetCosineSchedule(max_seconds, settings["scheduler"]["min_lr"])
+        callbacks.append(schedule)
+    if settings.get("stage_two"):
+        callbacks.append(StageTwo(**settings["stage_two"], max_seconds=max_seconds,
+                                  schedule=schedule))
+    if not trainer_settings.get("enable_progress_bar", True):
+        callbacks.append(EpochPrinter())
+    resume_step = (torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
+                   if checkpoint is not None else None)
+    loggers = [ContinuingCSVLogger(run_dir, keep_before_step=resume_step),
+               TensorBoardLogger(run_dir, name="tensorboard", version="")]
+    trainer = pl.Trainer(default_root_dir=run_dir, inference_mode=False, callbacks=callbacks,
+                         logger=loggers, **trainer_settings)
+    return trainer, checkpoints
+
+
+def best_model(module: PotentialModule, checkpoints: ModelCheckpoint) -> tuple[Potential, dict]:
+    """The weights that validated best, on the CPU in eval mode, and their validation."""
+    if checkpoints.best_model_path:
+        best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(best["state_dict"])
+        module.on_load_checkpoint(best)
+    return module.weights(module.selected_weights).to("cpu").eval(), module.validation
+
+
+def summary(trainer: pl.Trainer, module: PotentialModule, validation: Mapping, seconds: float,
+            model_path: Path) -> str:
+    """What a finished run prints: its length, best epoch and validation, the model file."""
+    lines = [f"training ended after {trainer.current_epoch} epochs ({trainer.global_step} "
+             f"steps) in {seconds:.0f} s"]
+    if validation:
+        losses = ", ".join(f"{name} {value:.4g}" for name, value in validation["losses"].items())
+        errors = ", ".join(f"{name} {value:.4g}" for name, value in validation["metrics"].items()
+                           if name.endswith("_mae"))
+        lines.append(f"best epoch {validation['epoch'] + 1}: validation loss of the "
+                     f"{validation['weights']} weights (saved) ({losses}); MAE {errors} "
+                     f"(eV, eV/Å)")
+    else:
+        lines.append(f"no validation ran: the model holds the {module.selected_weights} "
+                     f"weights of the last step")
+    lines.append(f"model written to {model_path}")
+    return "\n".join(lines)
+
+
+def report_divergence(error: TrainingDiverged, module: PotentialModule, model_config: Mapping,
+                      checkpoints: ModelCheckpoint, run_dir: Path) -> None:
+    """Keep the last finite weights under a name that says so, and raise the run's error."""
+    path = run_dir / LAST_FINITE_WEIGHTS
+    save_model(path, module.model.to("cpu"), model_config,
+               {"diverged": {"epoch": error.epoch, "step": error.step, "what": error.what},
+                "weights": "raw", "dtype": module.hparams.dtype})
+    last = checkpoints.last_model_path
+    where = (f"the last checkpoint is {last}" if last else
+             "no checkpoint was written (it diverged in its first epoch)")
+    raise EquipotRunError(
+        f"{error}. No {MODEL} was written. The weights just before that step are in {path} "
+        f"(to inspect, not a result); {where}. Start again with a lower optimizer.lr, or check "
+        f"the labels") from error
+
+
+def report_short_range(model: Potential, model_config: Mapping, output_dir: Path) -> bool:
+    """Print the short-range report of the trained model; whether it passed. An error while
+    making it is printed in a banner and counts as a failure, never raised: the model file is
+    written already and must not be lost."""
     try:
         report = check_short_range(model, model_config.get("shortest_distances"), output_dir)
     except Exception as error:  # noqa: BLE001 (any failure of the report, reported)
         print(banner([f"the short-range report failed: {type(error).__name__}: {error}",
                       "the model is saved; run equipot-check-model on it to retry"]))
-        return
+        return False
     print(format_report(report, output_dir))
+    return report.passed
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
-def main(config: DictConfig) -> None:
+def hydra_main(config: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    exit_on_input_error("equipot-train", lambda: train(config, run_dir))
+    overrides = list(HydraConfig.get().overrides.task)
+    exit_on_error("equipot-train", lambda: train(config, run_dir, overrides))
+
+
+def main() -> None:
+    """``resume=runs/x`` runs Hydra in runs/x too, so that it leaves no directory behind."""
+    resume = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("resume=")]
+    if resume and resume[-1] and not any(arg.startswith("hydra.run.dir=") for arg in sys.argv):
+        path = Path(resume[-1])
+        run_dir = path.parent.parent if path.suffix == ".ckpt" else path
+        if run_dir.is_dir():
+            sys.argv.append(f"hydra.run.dir={run_dir}")
+    hydra_main()
 
 
 if __name__ == "__main__":

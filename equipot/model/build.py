@@ -34,6 +34,15 @@ NETWORK_FLOOR_WIDTH = 0.1  # Å, blend of the covalent-radius floor (network_flo
 DTYPES = {"float32": torch.float32, "float64": torch.float64}  # names used in configs
 
 STATISTICS = ("species", "reference_energies", "shift", "scale", "avg_num_neighbors")
+# The keys of a model config besides STATISTICS (see build_potential); shortest_distances is an
+# optional statistic (model files written before it still load).
+ARCHITECTURE = ("block", "cutoff", "num_features", "num_blocks", "num_radial",
+                "envelope_exponent", "readout_hidden", "block_options", "energy_terms",
+                "long_range_messages", "distance_floor_width", "network_floor_factor",
+                "shortest_distances")
+# Block constructor arguments that build_potential fills in itself, never block_options.
+BUILDER_SUPPLIED = ("irreps_in", "num_features", "num_radial", "avg_num_neighbors",
+                    "num_species", "cutoff", "first_block", "scalar_output")
 
 
 @contextmanager

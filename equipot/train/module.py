@@ -1,28 +1,40 @@
 """Lightning module: trains a Potential on energies, forces and stress.
 
-Validation and the saved model use an exponential moving average (EMA) of the weights, which
-is smoother and more accurate than the last optimiser step. Test metrics come from
-``equipot.evaluation``, which scores the saved model exactly as the ASE calculator runs it.
+An exponential moving average (EMA) of the weights (``equipot.train.ema``) is smoother and
+usually more accurate than the last optimiser step, but not always: early in a run it lags.
+So validation scores both weight sets every epoch. ``val/loss``, which picks the best
+checkpoint, drives early stopping and the plateau schedule, is the better of the two
+(``val/ema_loss``, ``val/raw_loss``), and the module records which one it was in
+``validation``, which travels with every checkpoint, so that the model saved from the best
+checkpoint is the one validated. Test
+metrics come from ``equipot.evaluation``, which scores the saved model exactly as the ASE
+calculator runs it. Non-finite losses or gradients stop training (``TrainingDiverged``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import pytorch_lightning as pl
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchmetrics import MeanMetric
 
 from equipot import keys
 from equipot.model.build import DTYPES, build_potential
 from equipot.model.potential import Potential
 from equipot.train.dimer_repulsion import DimerRepulsion
+from equipot.train.divergence import TrainingDiverged, non_finite
+from equipot.train.ema import exponential_moving_average
 from equipot.train.loss import WeightedLoss
 from equipot.train.metrics import ErrorMetrics
 
 # plateau: ReduceLROnPlateau on the validation loss (configure_optimizers);
 # cosine: cosine decay over the epoch or wall-clock budget (equipot.train.schedule, a callback).
 SCHEDULERS = ("plateau", "cosine")
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+WEIGHT_SETS = ("ema", "raw")
+
 
 class PotentialModule(pl.LightningModule):
     """``model_config`` as for ``build_potential``; ``labels``: fields the training data has."""
@@ -50,17 +62,35 @@ class PotentialModule(pl.LightningModule):
         if self.scheduler_config["name"] not in SCHEDULERS:
             raise ValueError(f"unknown scheduler '{self.scheduler_config['name']}'; "
                              f"available: {sorted(SCHEDULERS)}")
-        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay),
-                                  use_buffers=False).requires_grad_(False)
-                    if ema_decay else None)
+        if self.optimizer_config["name"].lower() not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer '{self.optimizer_config['name']}'; "
+                             f"available: {sorted(OPTIMIZERS)}")
+        self.ema = exponential_moving_average(self.model, ema_decay) if ema_decay else None
+        self.weight_sets = WEIGHT_SETS if self.ema is not None else ("raw",)
         # Keyed "<stage>_errors": a ModuleDict key may not shadow nn.Module.train.
-        self.errors = torch.nn.ModuleDict({f"{stage}_errors": ErrorMetrics()
-                                           for stage in ("train", "val")})
+        self.errors = torch.nn.ModuleDict(
+            {"train_errors": ErrorMetrics(),
+             **{f"val_{name}_errors": ErrorMetrics() for name in self.weight_sets}})
+        self.validation_losses = torch.nn.ModuleDict(
+            {name: MeanMetric(nan_strategy="disable") for name in self.weight_sets})
+        # The latest validation: epoch, which weights won, their losses and metrics.
+        self.validation: dict = {}
+        self._last_loss: torch.Tensor | None = None
+
+    def weights(self, name: str) -> Potential:
+        """The model with the ``"ema"`` or the ``"raw"`` weights."""
+        return self.ema.module if name == "ema" else self.model
 
     @property
-    def averaged_model(self) -> Potential:
-        """The weights used for validation and the saved model."""
-        return self.ema.module if self.ema is not None else self.model
+    def selected_weights(self) -> str:
+        """The weights that scored better at the latest validation (the EMA before any)."""
+        return self.validation.get("weights", self.weight_sets[0])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["validation"] = self.validation
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.validation = checkpoint.get("validation", {})
 
     def _predict(self, model: Potential, batch, for_loss_only: bool,
                  forces: bool = False) -> dict:
@@ -81,46 +111,64 @@ class PotentialModule(pl.LightningModule):
         if self.dimer_repulsion is not None:
             losses["total"] = losses["total"] + repulsion
             self.log("train/dimer_repulsion", repulsion.detach(), batch_size=batch.num_graphs,
-                     on_step=False, on_epoch=True)
+                     on_step=False, on_epoch=True, sync_dist=True)
         self.errors["train_errors"].update(predicted, batch)
         self.log("train/loss", losses["total"].detach(), batch_size=batch.num_graphs,
-                 on_step=False, on_epoch=True, prog_bar=True)
+                 on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self._last_loss = losses["total"]
         return losses["total"]
+
+    def on_before_optimizer_step(self, optimizer):
+        """Stop, on every rank alike, before a step that would make the weights non-finite."""
+        problem = non_finite(self._last_loss, self.model.parameters())
+        if not self.trainer.strategy.reduce_boolean_decision(problem is None, all=True):
+            raise TrainingDiverged(problem or "the loss or gradients on another rank are NaN "
+                                   "or infinite", self.current_epoch, self.global_step)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self.ema is not None:
             self.ema.update_parameters(self.model)
 
-    def _evaluate(self, batch, stage: str) -> None:
-        with torch.enable_grad():
-            predicted = self._predict(self.averaged_model, batch, for_loss_only=False)
-        losses = self.loss(predicted, batch)
-        self.errors[f"{stage}_errors"].update(predicted, batch)
-        self.log(f"{stage}/loss", losses["total"].detach(), batch_size=batch.num_graphs,
-                 on_epoch=True, prog_bar=stage == "val", sync_dist=True)
-
     def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
-
-    def _log_metrics(self, stage: str) -> None:
-        values = self.errors[f"{stage}_errors"].compute()
-        for name, value in values.items():
-            self.log(f"{stage}/{name}", value, prog_bar=stage == "val" and name == "forces_mae")
-        self.errors[f"{stage}_errors"].reset()
-
-    def on_train_epoch_end(self):
-        self._log_metrics("train")
+        for name in self.weight_sets:
+            with torch.enable_grad():
+                predicted = self._predict(self.weights(name), batch, for_loss_only=False)
+            self.validation_losses[name].update(self.loss(predicted, batch)["total"].detach(),
+                                                weight=batch.num_graphs)
+            self.errors[f"val_{name}_errors"].update(predicted, batch)
 
     def on_validation_epoch_end(self):
-        self._log_metrics("val")
+        losses = {name: float(self.validation_losses[name].compute())
+                  for name in self.weight_sets}
+        errors = {name: self.errors[f"val_{name}_errors"].compute()
+                  for name in self.weight_sets}
+        for name in self.weight_sets:
+            self.validation_losses[name].reset()
+            self.errors[f"val_{name}_errors"].reset()
+        finite = [name for name in self.weight_sets if math.isfinite(losses[name])]
+        if not finite:
+            raise TrainingDiverged(
+                f"the validation loss is {losses}" + (" before training started" if
+                                                      self.trainer.sanity_checking else ""),
+                self.current_epoch, self.global_step)
+        best = min(finite, key=losses.get)
+        self.validation = {"epoch": self.current_epoch, "weights": best, "losses": losses,
+                           "metrics": {name: float(value) for name, value in errors[best].items()}}
+        self.log("val/loss", losses[best], prog_bar=True, sync_dist=True)
+        for name in self.weight_sets:
+            self.log(f"val/{name}_loss", losses[name], sync_dist=True)
+        for name, value in errors[best].items():
+            self.log(f"val/{name}", value, prog_bar=name == "forces_mae", sync_dist=True)
+
+    def on_train_epoch_end(self):
+        for name, value in self.errors["train_errors"].compute().items():
+            self.log(f"train/{name}", value, sync_dist=True)
+        self.errors["train_errors"].reset()
 
     def configure_optimizers(self):
-        name = self.optimizer_config["name"].lower()
-        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-        if name not in optimizers:
-            raise ValueError(f"unknown optimizer '{name}'; available: {sorted(optimizers)}")
-        optimizer = optimizers[name](self.model.parameters(), lr=self.optimizer_config["lr"],
-                                     weight_decay=self.optimizer_config["weight_decay"])
+        optimizer = OPTIMIZERS[self.optimizer_config["name"].lower()](
+            self.model.parameters(), lr=self.optimizer_config["lr"],
+            weight_decay=self.optimizer_config["weight_decay"])
         if self.scheduler_config["name"] == "cosine":  # driven by BudgetCosineSchedule
             return optimizer
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(

@@ -32,19 +32,17 @@ def duration_seconds(max_time: str | Mapping | timedelta | None) -> float | None
     return max_time.total_seconds()
 
 
-class BudgetCosineSchedule(pl.Callback):
-    """Sets every parameter group's learning rate before each training step.
+class BudgetCallback(pl.Callback):
+    """A callback that knows how much of the training budget is used: ``progress(trainer)``.
 
-    ``max_seconds``: the wall-clock budget (None: epochs only). Elapsed time is kept in
-    Lightning checkpoints, so a resumed run continues the schedule where it stopped.
+    ``max_seconds``: the wall-clock budget (None: epochs only). Elapsed training time is kept
+    in Lightning checkpoints, so a resumed run continues where it stopped.
     """
 
-    def __init__(self, max_seconds: float | None, min_lr: float = 1e-6):
+    def __init__(self, max_seconds: float | None):
         self.max_seconds = max_seconds
-        self.min_lr = min_lr
         self.elapsed_before = 0.0  # seconds trained before this process (resumed runs)
         self.started = None
-        self.initial_lrs: list[float] = []
 
     def elapsed(self) -> float:
         return self.elapsed_before + (time.monotonic() - self.started if self.started else 0.0)
@@ -60,18 +58,35 @@ class BudgetCosineSchedule(pl.Callback):
 
     def on_train_start(self, trainer, pl_module):
         self.started = time.monotonic()
-        self.initial_lrs = [group.get("initial_lr", group["lr"])
-                            for group in trainer.optimizers[0].param_groups]
-        for group, lr in zip(trainer.optimizers[0].param_groups, self.initial_lrs):
-            group["initial_lr"] = lr
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        decay = 0.5 * (1.0 + math.cos(math.pi * self.progress(trainer)))
-        for group, lr in zip(trainer.optimizers[0].param_groups, self.initial_lrs):
-            group["lr"] = self.min_lr + (lr - self.min_lr) * decay
 
     def state_dict(self) -> dict:
         return {"elapsed": self.elapsed()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.elapsed_before = float(state_dict["elapsed"])
+
+
+class BudgetCosineSchedule(BudgetCallback):
+    """Sets every parameter group's learning rate before each training step (lr(p) above).
+
+    The rate decays from each group's ``initial_lr`` (its learning rate when training first
+    started, kept in the optimiser's state; ``StageTwo`` may change it).
+    """
+
+    def __init__(self, max_seconds: float | None, min_lr: float = 1e-6):
+        super().__init__(max_seconds)
+        self.min_lr = min_lr
+
+    def decay(self, progress: float) -> float:
+        """(1 + cos πp) / 2."""
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def on_train_start(self, trainer, pl_module):
+        super().on_train_start(trainer, pl_module)
+        for group in trainer.optimizers[0].param_groups:
+            group.setdefault("initial_lr", group["lr"])
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        decay = self.decay(self.progress(trainer))
+        for group in trainer.optimizers[0].param_groups:
+            group["lr"] = self.min_lr + (group["initial_lr"] - self.min_lr) * decay

@@ -1,0 +1,118 @@
+"""The training config, checked before any data is read.
+
+Every key must be one that some component reads, and every choice one that exists: a typo
+(``+model.num_featurs=64``), a dtype or optimizer that does not exist, fails at once with the
+valid options listed, instead of being stored and ignored or failing after the data is loaded.
+The keys a component reads are those its constructor takes (the options the builder fills in
+itself excluded); the rest of the root config is listed here.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Mapping
+from inspect import signature
+
+import pytorch_lightning as pl
+
+from equipot.data.datamodule import AtomisticDataModule
+from equipot.errors import EquipotInputError
+from equipot.model.build import ARCHITECTURE, BLOCKS, BUILDER_SUPPLIED, DTYPES, STATISTICS
+from equipot.nn.energy_terms import ENERGY_TERMS
+from equipot.nn.ewald_message_passing import EwaldMessagePassing
+from equipot.train.dimer_repulsion import DimerRepulsion
+from equipot.train.loss import PENALTIES, WeightedLoss
+from equipot.train.module import OPTIMIZERS, SCHEDULERS
+from equipot.train.stages import StageTwo
+
+ROOT = ("seed", "dtype", "resume", "overwrite", "ema_decay", "loss", "optimizer", "scheduler",
+        "dimer_repulsion", "stage_two", "short_range", "model", "data", "trainer")
+OPTIMIZER = ("name", "lr", "weight_decay")
+SCHEDULER = ("name", "factor", "patience", "min_lr")
+SHORT_RANGE = ("fail_on_error",)
+TRAINER_EXTRA = ("early_stopping_patience",)  # read by equipot-train, not by pl.Trainer
+DATA_EXTRA = ("isolated_atoms",)  # read by equipot-train (statistics), not the data module
+
+
+def options(component: Callable, supplied: Iterable[str] = ()) -> list[str]:
+    """The keyword arguments ``component`` takes, less those its caller ``supplied``."""
+    return [name for name in signature(component).parameters if name not in set(supplied)]
+
+
+def check_config(settings: Mapping) -> None:
+    """Raise one error listing every unknown key and invalid choice of ``settings`` (the
+    resolved root config of equipot-train), and a missing ``data.train``."""
+    problems: list[str] = []
+    check_keys(settings, ROOT, "", problems)
+    check_choice(settings, "dtype", DTYPES, problems)
+    sections = {
+        "loss": options(WeightedLoss), "optimizer": OPTIMIZER, "scheduler": SCHEDULER,
+        "dimer_repulsion": options(DimerRepulsion, ("species", "shortest_distances", "floors")),
+        "stage_two": options(StageTwo, ("schedule", "max_seconds")), "short_range": SHORT_RANGE,
+        "data": options(AtomisticDataModule, ("cutoff", "seed")) + list(DATA_EXTRA),
+        "trainer": options(pl.Trainer) + list(TRAINER_EXTRA)}
+    for section, allowed in sections.items():
+        if isinstance(settings.get(section), Mapping):
+            check_keys(settings[section], allowed, f"{section}.", problems)
+    check_choice(settings.get("loss") or {}, "kind", PENALTIES, problems, "loss.")
+    optimizer = dict(settings.get("optimizer") or {})
+    if isinstance(optimizer.get("name"), str):
+        optimizer["name"] = optimizer["name"].lower()
+    check_choice(optimizer, "name", OPTIMIZERS, problems, "optimizer.")
+    check_choice(settings.get("scheduler") or {}, "name", SCHEDULERS, problems, "scheduler.")
+    if isinstance(settings.get("model"), Mapping):
+        check_model(settings["model"], problems)
+    data = settings.get("data") or {}
+    if data.get("train") in (None, "???") and not settings.get("resume"):
+        problems.append("data.train is required: the file of training structures "
+                        "(data.train=my.xyz)")
+    if problems:
+        raise EquipotInputError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def check_model(model: Mapping, problems: list[str]) -> None:
+    """Keys of the model section, its block's options and its energy terms'."""
+    check_keys(model, ARCHITECTURE + STATISTICS, "model.", problems)
+    if not check_choice(model, "block", BLOCKS, problems, "model.", required=True):
+        return
+    block_options = model.get("block_options") or {}
+    check_keys(block_options, options(BLOCKS[model["block"]], BUILDER_SUPPLIED),
+               "model.block_options.", problems, f"the {model['block']} block")
+    for index, term in enumerate(model.get("energy_terms") or []):
+        where = f"model.energy_terms[{index}]."
+        if not isinstance(term, Mapping):
+            problems.append(f"{where.rstrip('.')} must be a mapping {{name: ..., options}}, "
+                            f"got {term!r}")
+        elif check_choice(term, "name", ENERGY_TERMS, problems, where, required=True):
+            allowed = ["name"] + options(ENERGY_TERMS[term["name"]],
+                                         ("species", "cutoff", "irreps_in"))
+            check_keys(term, allowed, where, problems, f"energy term {term['name']}")
+    if isinstance(model.get("long_range_messages"), Mapping):
+        check_keys(model["long_range_messages"], options(EwaldMessagePassing, ("irreps",)),
+                   "model.long_range_messages.", problems)
+
+
+def check_keys(section: Mapping, allowed: Iterable[str], prefix: str, problems: list[str],
+               owner: str | None = None) -> None:
+    """One problem per key of ``section`` outside ``allowed``, with the closest valid one."""
+    allowed = list(allowed)
+    for key in section:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            owner = owner or prefix.rstrip(".") or "the root config"
+            problems.append(f"unknown key {prefix}{key}{hint}; {owner} takes: "
+                            f"{', '.join(allowed)}")
+
+
+def check_choice(section: Mapping, key: str, valid: Iterable[str], problems: list[str],
+                 prefix: str = "", required: bool = False) -> bool:
+    """Whether ``section[key]`` is one of ``valid``; a problem listing them if not (and if
+    it is absent, when ``required``)."""
+    valid = sorted(valid)
+    if section.get(key) in valid:
+        return True
+    if key not in section and not required:
+        return False
+    problems.append(f"{prefix}{key}={section.get(key)} is not one of: {', '.join(valid)}")
+    return False
