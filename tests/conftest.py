@@ -125,3 +125,13 @@ def emt_copper(count: int, seed: int, repeat: int = 1) -> list:
         atoms.calc = SinglePointCalculator(atoms, **labels)
         structures.append(atoms)
     return structures
+
+
+def write_copper_splits(directory, train: int = 24, valid: int = 6, test: int = 6):
+    """``train.xyz``, ``valid.xyz`` and ``test.xyz`` of EMT Cu cells (seeds 0, 1, 2) in
+    ``directory``, which is returned."""
+    import ase.io
+
+    for name, count, seed in (("train", train, 0), ("valid", valid, 1), ("test", test, 2)):
+        ase.io.write(directory / f"{name}.xyz", emt_copper(count, seed=seed))
+    return directory

@@ -16,7 +16,7 @@ import torch
 from ase.build import bulk
 
 import equipot
-from conftest import emt_copper
+from conftest import write_copper_splits
 from equipot.cli import md
 from equipot.data.dataset import GraphDataset
 from equipot.data.reading import read_structures
@@ -37,11 +37,7 @@ def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("cli")
-    ase.io.write(directory / "train.xyz", emt_copper(24, seed=0))
-    ase.io.write(directory / "valid.xyz", emt_copper(6, seed=1))
-    ase.io.write(directory / "test.xyz", emt_copper(6, seed=2))
-    return directory
+    return write_copper_splits(tmp_path_factory.mktemp("cli"))
 
 
 @pytest.fixture(scope="module")

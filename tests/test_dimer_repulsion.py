@@ -5,7 +5,6 @@ dimer energy through ASE, the predictions it hands the loss against the model on
 alone; and that minimising it turns a model failing the short-range check into one passing it.
 """
 
-import numpy as np
 import pytest
 import torch
 from ase import Atoms

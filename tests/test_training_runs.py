@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from torch_geometric.data import Batch
 
 import equipot
-from conftest import emt_copper
+from conftest import emt_copper, write_copper_splits
 from equipot.cli import train as train_cli
 from equipot.data.dataset import GraphDataset
 from equipot.errors import EquipotInputError, EquipotRunError
@@ -53,11 +53,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("runs")
-    ase.io.write(directory / "train.xyz", emt_copper(24, seed=0))
-    ase.io.write(directory / "valid.xyz", emt_copper(6, seed=1))
-    ase.io.write(directory / "test.xyz", emt_copper(6, seed=2))
-    return directory
+    return write_copper_splits(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture(autouse=True)

@@ -46,7 +46,7 @@ from equipot.short_range import banner, check_short_range, format_report
 from equipot.train.config import check_config
 from equipot.train.divergence import TrainingDiverged
 from equipot.train.module import PotentialModule
-from equipot.train.progress import EpochPrinter
+from equipot.train.progress import EpochPrinter, format_errors
 from equipot.train.run_directory import (CHECKPOINTS, CONFIG, LAST_FINITE_WEIGHTS, MODEL,
                                          ContinuingCSVLogger, find_checkpoint,
                                          is_launch_rank_zero, prepare_new_run,
@@ -189,12 +189,12 @@ def summary(trainer: pl.Trainer, module: PotentialModule, validation: Mapping, s
     lines = [f"training ended after {trainer.current_epoch} epochs ({trainer.global_step} "
              f"steps) in {seconds:.0f} s"]
     if validation:
-        losses = ", ".join(f"{name} {value:.4g}" for name, value in validation["losses"].items())
-        errors = ", ".join(f"{name} {value:.4g}" for name, value in validation["metrics"].items()
-                           if name.endswith("_mae"))
-        lines.append(f"best epoch {validation['epoch'] + 1}: validation loss of the "
-                     f"{validation['weights']} weights (saved) ({losses}); MAE {errors} "
-                     f"(eV, eV/Å)")
+        weights, losses = validation["weights"], validation["losses"]
+        others = "".join(f"; {name} weights {value:.4g}" for name, value in losses.items()
+                         if name != weights)
+        lines.append(f"best epoch {validation['epoch'] + 1}: validation loss {losses[weights]:.4g} "
+                     f"({weights} weights, saved{others}); "
+                     + " · ".join(format_errors(validation["metrics"])))
     else:
         lines.append(f"no validation ran: the model holds the {module.selected_weights} "
                      f"weights of the last step")

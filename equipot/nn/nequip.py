@@ -28,7 +28,6 @@ from __future__ import annotations
 import torch
 from e3nn import o3
 from e3nn.nn import Activation, FullyConnectedNet, Gate
-from torch import nn
 
 from equipot.nn.block import InteractionBlock
 from equipot.nn.convolution import EdgeConvolution

@@ -8,8 +8,19 @@ it), the validation energy and force MAE and the learning rate.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 import pytorch_lightning as pl
+
+# Validation metrics shown, in meV units: metric name, label, unit.
+SHOWN = (("energy_mae", "E MAE", "meV"), ("forces_mae", "F MAE", "meV/Å"),
+         ("stress_mae", "σ MAE", "meV/Å³"))
+
+
+def format_errors(metrics: Mapping[str, float]) -> list[str]:
+    """The MAEs of ``metrics`` (eV, eV/Å, eV/Å³) that are there, as "F MAE 21.3 meV/Å"."""
+    return [f"{label} {1000 * metrics[name]:.1f} {unit}" for name, label, unit in SHOWN
+            if name in metrics]
 
 
 class EpochPrinter(pl.Callback):
@@ -35,10 +46,8 @@ class EpochPrinter(pl.Callback):
         if "val/loss" in metrics:
             weights = ("EMA" if metrics.get("val/ema_loss") == metrics["val/loss"] else "raw")
             parts.append(f"val loss {metrics['val/loss']:.4g} ({weights})")
-        for name, label, unit in (("energy_mae", "E MAE", "meV"),
-                                  ("forces_mae", "F MAE", "meV/Å")):
-            if f"val/{name}" in metrics:
-                parts.append(f"{label} {1000 * metrics[f'val/{name}']:.1f} {unit}")
+        parts += format_errors({name.removeprefix("val/"): value
+                                for name, value in metrics.items() if name.startswith("val/")})
         parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}")
         print(" · ".join(parts), flush=True)
         self.epoch = None
