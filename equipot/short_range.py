@@ -142,8 +142,9 @@ def check_pair(name: str, atomic_numbers: tuple[int, int], distances: np.ndarray
     rise, dip = float(e[-1] - e[0]), float(falls[deepest])
     passed = rise > 0.0 and dip <= DIP_TOLERANCE
     if passed and r_min_source.startswith(NO_TRAINING_DATA):
+        bound = r_min_source.removeprefix(f"{NO_TRAINING_DATA}: ")
         verdict = (f"{name}: {NO_TRAINING_DATA}, harmless: rises by {rise:.4g} eV as r → 0 "
-                   f"{below}, no dip")
+                   f"below {r_min:.3f} Å ({bound}), no dip")
     elif passed:
         verdict = f"{name}: ok, rises by {rise:.4g} eV as r → 0 {below}, no dip"
     elif dip > DIP_TOLERANCE:

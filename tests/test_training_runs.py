@@ -29,6 +29,7 @@ from equipot.model.build import BLOCKS, build_potential
 from equipot.short_range import PairCheck, ShortRangeReport
 from equipot.train.config import check_config
 from equipot.train.loss import WeightedLoss
+from equipot.train.run_directory import ContinuingCSVLogger
 
 BIN = Path(sys.executable).parent
 # A failing short-range check of these one-minute models would end the runs with status 1.
@@ -169,6 +170,21 @@ def test_resume_continues_the_same_run_with_its_own_config(workdir, capsys):
     key = next(name for name in state if name.startswith("ModelCheckpoint"))
     assert state[key]["best_model_score"] <= before[key]["best_model_score"]  # kept
     assert "max_epochs: 4" in (run_dir / "config.yaml").read_text()
+
+
+def test_a_resumed_log_drops_the_rows_after_its_checkpoint_and_appends(tmp_path):
+    """A run killed mid-epoch logged steps its last checkpoint does not hold: resumed from
+    that checkpoint, they would appear twice."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "metrics.csv").write_text("epoch,step,train/loss\n0,5,1.0\n1,11,0.5\n,12,\n")
+    logger = ContinuingCSVLogger(tmp_path, keep_before_step=12)
+    logger.log_metrics({"epoch": 2, "train/loss": 0.25, "val/loss": 0.3}, step=17)
+    logger.save()
+    rows = metrics_rows(tmp_path)
+    assert [(row["epoch"], row["step"]) for row in rows] == [("0", "5"), ("1", "11"),
+                                                             ("2", "17")]
+    assert rows[-1]["val/loss"] == "0.3" and rows[0]["train/loss"] == "1.0"
 
 
 def test_resume_leaves_no_directory_behind_and_refuses_a_change_naming_both(workdir):

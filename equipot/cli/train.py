@@ -63,23 +63,9 @@ if not OmegaConf.has_resolver("bundled"):
 def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] = ()) -> dict:
     """Train as ``config`` says, writing everything to ``run_dir`` (a resumed run: its own);
     returns the test metrics. ``overrides``: the command line's, which a resumed run checks."""
-    settings = (OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config)
-                else dict(config))
-    check_config(settings)
+    settings, run_dir, resumed = settle_run(config, run_dir, overrides)
     rank_zero = is_launch_rank_zero()
-    checkpoint = None
-    if settings["resume"]:
-        if settings.get("overwrite"):
-            raise EquipotInputError("resume continues a run and overwrite=true replaces one: "
-                                    "give one of them", field="overwrite")
-        run_dir, checkpoint = find_checkpoint(settings["resume"])
-        settings = {**resumed_settings(run_dir, settings, overrides), "resume": str(checkpoint)}
-    elif rank_zero:
-        prepare_new_run(run_dir, settings["overwrite"])
-    if rank_zero:
-        atomic_write_text(yaml.safe_dump(settings, sort_keys=False), run_dir / CONFIG)
     pl.seed_everything(settings["seed"], workers=True)
-
     data = dict(settings["data"])
     isolated_atoms = data.pop("isolated_atoms")
     datamodule = AtomisticDataModule(cutoff=settings["model"]["cutoff"], seed=settings["seed"],
@@ -87,8 +73,9 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
     datamodule.setup()
     if rank_zero:
         print(datamodule.describe(), flush=True)
-    if checkpoint is not None:  # statistics as the run computed them, never again
-        model_config = resumed_model_config(checkpoint, datamodule, run_dir)
+    if resumed is not None:  # statistics as the run computed them, never again
+        model_config = dict(resumed["hyper_parameters"]["model_config"])
+        check_split(datamodule, run_dir)
     else:
         reference = (isolated_atom_energies(isolated_atoms, data["energy_key"] or "energy")
                      if isolated_atoms else None)
@@ -100,17 +87,18 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
                              loss=settings["loss"], optimizer=settings["optimizer"],
                              scheduler=settings["scheduler"], ema_decay=settings["ema_decay"],
                              dimer_repulsion=settings["dimer_repulsion"])
-    trainer, checkpoints = make_trainer(settings, run_dir, checkpoint)
+    trainer, checkpoints = make_trainer(settings, run_dir,
+                                        resumed["global_step"] if resumed else None)
     started = time.monotonic()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=settings["resume"])
     except TrainingDiverged as error:
         if trainer.is_global_zero:  # the other ranks leave quietly: rank 0 reports
             report_divergence(error, module, model_config, checkpoints, run_dir)
         return {}
     if not trainer.is_global_zero:
         return {}
-
+    seconds = time.monotonic() - started
     model, validation = best_model(module, checkpoints)
     metadata = {"dtype": settings["dtype"], "epochs": trainer.current_epoch,
                 "best_epoch": validation.get("epoch"), "weights": module.selected_weights,
@@ -123,7 +111,7 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
         print(f"test set ({result.num_structures} structures):\n{format_table(metrics)}")
         atomic_write_text(json.dumps(metrics, indent=2), run_dir / "test_metrics.json")
     save_model(run_dir / MODEL, model, model_config, {**metadata, "test_metrics": metrics})
-    print(summary(trainer, module, validation, time.monotonic() - started, run_dir / MODEL))
+    print(summary(trainer, module, validation, seconds, run_dir / MODEL))
     passed = report_short_range(model, model_config, run_dir / "short_range")
     if not passed and settings.get("short_range", {}).get("fail_on_error", True):
         raise EquipotRunError(f"the short-range check failed (report above; {MODEL} is "
@@ -132,21 +120,43 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
     return metrics
 
 
-def resumed_model_config(checkpoint: Path, datamodule: AtomisticDataModule,
-                         run_dir: Path) -> dict:
-    """The model config (statistics included) saved in ``checkpoint``, once the data are
-    checked to split as they did when the run started."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+def settle_run(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str]
+               ) -> tuple[dict, Path, dict | None]:
+    """The checked settings, the run directory and, for a resumed run, its checkpoint (loaded).
+
+    A new run claims ``run_dir`` (refused if it holds another run, unless ``overwrite``); a
+    resumed one takes its directory, saved config and checkpoint from ``resume``. Rank 0 writes
+    the settings to ``config.yaml``."""
+    settings = (OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config)
+                else dict(config))
+    check_config(settings)
+    resumed = None
+    if settings["resume"]:
+        if settings.get("overwrite"):
+            raise EquipotInputError("resume continues a run and overwrite=true replaces one: "
+                                    "give one of them", field="overwrite")
+        run_dir, checkpoint = find_checkpoint(settings["resume"])
+        settings = {**resumed_settings(run_dir, settings, overrides), "resume": str(checkpoint)}
+        resumed = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    elif is_launch_rank_zero():
+        prepare_new_run(run_dir, settings["overwrite"])
+    if is_launch_rank_zero():
+        atomic_write_text(yaml.safe_dump(settings, sort_keys=False), run_dir / CONFIG)
+    return settings, run_dir, resumed
+
+
+def check_split(datamodule: AtomisticDataModule, run_dir: Path) -> None:
+    """A resumed run's data must split as they did when it started."""
     split_file = run_dir / SPLIT_INDICES
     if split_file.is_file() and json.loads(split_file.read_text()) != datamodule.indices:
         raise EquipotInputError("the data split differently than when the run started: the "
                                 "data files have changed", source=split_file)
-    return dict(saved["hyper_parameters"]["model_config"])
 
 
-def make_trainer(settings: Mapping, run_dir: Path, checkpoint: Path | None
+def make_trainer(settings: Mapping, run_dir: Path, resumed_step: int | None
                  ) -> tuple[pl.Trainer, ModelCheckpoint]:
-    """The Lightning Trainer of ``settings["trainer"]`` with equipot's callbacks and loggers."""
+    """The Lightning Trainer of ``settings["trainer"]`` with equipot's callbacks and loggers;
+    ``resumed_step``: the global step of the checkpoint a resumed run continues from."""
     trainer_settings = dict(settings["trainer"])
     patience = trainer_settings.pop("early_stopping_patience")
     max_seconds = duration_seconds(trainer_settings["max_time"])
@@ -165,9 +175,7 @@ def make_trainer(settings: Mapping, run_dir: Path, checkpoint: Path | None
                                   schedule=schedule))
     if not trainer_settings.get("enable_progress_bar", True):
         callbacks.append(EpochPrinter())
-    resume_step = (torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
-                   if checkpoint is not None else None)
-    loggers = [ContinuingCSVLogger(run_dir, keep_before_step=resume_step),
+    loggers = [ContinuingCSVLogger(run_dir, keep_before_step=resumed_step),
                TensorBoardLogger(run_dir, name="tensorboard", version="")]
     trainer = pl.Trainer(default_root_dir=run_dir, inference_mode=False, callbacks=callbacks,
                          logger=loggers, **trainer_settings)
