@@ -6,10 +6,9 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import add_adsorbate, bulk, fcc111, molecule
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
 
 from equipot import build_potential
+from equipot.datasets.emt import emt_copper
 from equipot.model.build import BLOCKS
 
 MODEL_CONFIG = dict(block="schnet", cutoff=4.0, num_features=16, num_blocks=2, num_radial=8,
@@ -108,23 +107,6 @@ def float64_default_dtype():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
-
-
-def emt_copper(count: int, seed: int, repeat: int = 1) -> list:
-    """Rattled, strained fcc Cu cells (4 × repeat³ atoms) labelled by ASE's EMT (energy,
-    forces, stress)."""
-    rng = np.random.default_rng(seed)
-    structures = []
-    for _ in range(count):
-        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(repeat)
-        atoms.set_cell(atoms.cell * (1 + rng.uniform(-0.03, 0.03)), scale_atoms=True)
-        atoms.rattle(0.08, seed=int(rng.integers(1 << 30)))
-        atoms.calc = EMT()
-        labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
-                  "stress": atoms.get_stress()}
-        atoms.calc = SinglePointCalculator(atoms, **labels)
-        structures.append(atoms)
-    return structures
 
 
 def write_copper_splits(directory, train: int = 24, valid: int = 6, test: int = 6):

@@ -46,9 +46,10 @@ def run(args: argparse.Namespace) -> dict:
     model.check_species(dataset.tensors[keys.ATOMIC_NUMBERS].numpy(), source=str(args.data))
     result = evaluate(model, dataset, batch_size=args.batch_size)
     output_dir = args.output_dir or args.model.parent / "evaluation" / args.data.stem
-    print(f"{args.data}: {result.num_structures} structures\n{format_table(result.metrics)}")
+    print(f"{dataset.describe()}\n{format_table(result.metrics)}")
     report = {"model": str(args.model), "data": str(args.data),
-              "num_structures": result.num_structures, "metrics": result.metrics,
+              "num_structures": result.num_structures, "labelled": dataset.label_counts(),
+              "metrics": result.metrics,
               "units": "eV, eV/atom, eV/Å, eV/Å³"}
     atomic_write_text(json.dumps(report, indent=2), output_dir / "metrics.json")
     plots = write_parity_plots(result.pairs, output_dir)

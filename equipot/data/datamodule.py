@@ -93,13 +93,7 @@ class AtomisticDataModule(pl.LightningDataModule):
 
     def describe(self) -> str:
         """One line per set: its size and how many of its structures have each label."""
-        lines = []
-        for name, dataset in self.sets.items():
-            counts = ", ".join(f"{field} {count}" for field, count in
-                               dataset.label_counts().items())
-            lines.append(f"{name}: {len(dataset)} structures from {dataset.source}; "
-                         f"labelled: {counts or 'none'}")
-        return "\n".join(lines)
+        return "\n".join(f"{name}: {dataset.describe()}" for name, dataset in self.sets.items())
 
     @property
     def labels(self) -> list[str]:

@@ -73,6 +73,11 @@ class GraphDataset(torch.utils.data.Dataset):
         return {field: int(self.tensors[keys.HAS_LABEL[field]].sum())
                 for field in keys.LABELS if field in self.tensors}
 
+    def describe(self) -> str:
+        """E.g. "900 structures from train.xyz; labelled: energy 900, forces 850"."""
+        counts = ", ".join(f"{field} {count}" for field, count in self.label_counts().items())
+        return f"{len(self)} structures from {self.source}; labelled: {counts or 'none'}"
+
     @classmethod
     def from_atoms(cls, structures: list[ase.Atoms], cutoff: float,
                    label_keys: LabelKeys = LabelKeys(), source: str = "<atoms>",
