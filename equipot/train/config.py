@@ -96,11 +96,11 @@ def check_keys(section: Mapping, allowed: Iterable[str], prefix: str, problems: 
                owner: str | None = None) -> None:
     """One problem per key of ``section`` outside ``allowed``, with the closest valid one."""
     allowed = list(allowed)
+    owner = owner or prefix.rstrip(".") or "the root config"
     for key in section:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
             hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-            owner = owner or prefix.rstrip(".") or "the root config"
             problems.append(f"unknown key {prefix}{key}{hint}; {owner} takes: "
                             f"{', '.join(allowed)}")
 

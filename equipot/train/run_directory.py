@@ -58,7 +58,10 @@ def prepare_new_run(run_dir: Path, overwrite: bool) -> None:
             f"hydra.run.dir", source=run_dir)
     for name in found:
         path = run_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def find_checkpoint(resume: str | Path) -> tuple[Path, Path]:
