@@ -300,6 +300,17 @@ def test_config_mistakes_fail_at_once_listing_the_valid_options(override, messag
     assert message in str(error.value)
 
 
+def test_the_readmes_weights_and_stage_two_options_compose_and_check():
+    with initialize_config_dir(config_dir=train_cli.CONFIG_DIR, version_base="1.3"):
+        config = compose("train", overrides=[
+            "data.train=my.xyz", "data.config_type_weights={md: 0.5}",
+            "stage_two={start: 0.75, energy_weight: 100.0, lr: 1.0e-4}"])
+    settings = OmegaConf.to_container(config, resolve=True)
+    check_config(settings)
+    assert settings["data"]["config_type_weights"] == {"md": 0.5}
+    assert settings["stage_two"] == {"start": 0.75, "energy_weight": 100.0, "lr": 1e-4}
+
+
 def test_a_missing_training_file_is_named_before_anything_is_read(workdir):
     result = cli(["hydra.run.dir=runs/nodata", "dtype=float16"], workdir)
     assert result.returncode == 1 and "Traceback" not in result.stderr
