@@ -25,6 +25,7 @@ demo: install
 		--trajectory $(DEMO_DIR)/md.traj --log $(DEMO_DIR)/md.log
 
 test: install
+	$(BIN)/ruff check equipot tests scripts
 	$(BIN)/python -m pytest -q
 
 test-slow: install

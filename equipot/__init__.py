@@ -1,8 +1,8 @@
 """equipot: machine-learned interatomic potentials with equivariant message passing."""
 
-from equipot.version import __version__
+from equipot.calculator import EquipotCalculator
 from equipot.model.build import build_potential
 from equipot.model.checkpoint import load, save_model
-from equipot.calculator import EquipotCalculator
+from equipot.version import __version__
 
 __all__ = ["EquipotCalculator", "__version__", "build_potential", "load", "save_model"]

@@ -26,10 +26,10 @@ import numpy as np  # noqa: E402
 
 import equipot  # noqa: E402
 from equipot import keys  # noqa: E402
+from equipot.analysis.evaluation import evaluate  # noqa: E402
 from equipot.data.dataset import GraphDataset  # noqa: E402
 from equipot.data.reading import read_structures  # noqa: E402
 from equipot.datasets import bundled  # noqa: E402
-from equipot.evaluation import evaluate  # noqa: E402
 from equipot.io import atomic_path, atomic_write_text  # noqa: E402
 
 TEST_FILES = ("test.xyz", "periodic_test.xyz")

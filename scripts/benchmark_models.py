@@ -1,7 +1,7 @@
 """Inference and training-step cost of each interaction block, on this machine.
 
-Rows: every block in ``equipot.model.build.BLOCKS`` with its default ``model=<block>`` config,
-and the model of every ``experiment=ethanol_<block>`` config (what the equal-budget
+Rows: every family in ``equipot.blocks.registry.FAMILIES`` with its default ``model=<block>``
+config, and the model of every ``experiment=ethanol_<block>`` config (what the equal-budget
 comparison in docs/benchmarks.md trains). Columns: parameters; milliseconds per energy+forces
 call (eval mode) on ethanol (9 atoms), best of 20 after 3 warm-up calls, and on a 1 000-atom
 periodic CuO cell (the model's cutoff), best of 3 after 1; milliseconds per training step
@@ -23,17 +23,18 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from timing import best_ms  # scripts/timing.py
 from torch_geometric.data import Batch
 
 from equipot import keys
+from equipot.blocks.registry import FAMILIES
 from equipot.cli.train import CONFIG_DIR
 from equipot.data.graph import atoms_to_graph
 from equipot.data.reading import read_structures
 from equipot.datasets import bundled
-from equipot.model.build import BLOCKS, build_potential
+from equipot.model.build import build_potential
 from equipot.train.dimer_repulsion import DimerRepulsion
 from equipot.train.loss import WeightedLoss
-from timing import best_ms  # scripts/timing.py
 
 STATISTICS = {"species": [1, 6, 8, 29], "reference_energies": [0.0] * 4, "shift": 0.0,
               "scale": 1.0, "avg_num_neighbors": 20.0}
@@ -50,8 +51,8 @@ def model_configs() -> dict[str, dict]:
     """Model section of each benchmarked config, by the override that selects it."""
     configs = {}
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        for override in [f"model={name}" for name in BLOCKS] + [
-                f"experiment=ethanol_{name}" for name in BLOCKS]:
+        for override in [f"model={name}" for name in FAMILIES] + [
+                f"experiment=ethanol_{name}" for name in FAMILIES]:
             config = compose("train", overrides=[override, "data.train=unused.xyz"])
             configs[override] = OmegaConf.to_container(config.model, resolve=True)
     return configs

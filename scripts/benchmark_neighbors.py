@@ -10,10 +10,10 @@ Prints a markdown table. Run from the repository root:
 
 import ase.build
 from ase.neighborlist import neighbor_list as ase_neighbor_list
+from timing import best_ms  # scripts/timing.py
 
 from equipot.data.graph import atoms_to_graph
-from equipot.data.neighbors import neighbor_list
-from timing import best_ms  # scripts/timing.py
+from equipot.neighbors import neighbor_list
 
 CUTOFF = 5.0
 

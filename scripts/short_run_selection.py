@@ -20,16 +20,16 @@ from pathlib import Path
 import ase.io
 
 import equipot
+from equipot.analysis.evaluation import evaluate
+from equipot.blocks.registry import FAMILIES
 from equipot.data.dataset import GraphDataset
 from equipot.datasets.emt import emt_copper
-from equipot.evaluation import evaluate
-from equipot.model.build import BLOCKS
 from equipot.train.lightning_checkpoint import model_from_checkpoint
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--blocks", nargs="+", default=sorted(BLOCKS))
+    parser.add_argument("--blocks", nargs="+", default=sorted(FAMILIES))
     parser.add_argument("--mace-override", nargs="*", default=[],
                         help="extra overrides for MACE, e.g. model.num_features=32")
     args = parser.parse_args()

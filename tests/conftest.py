@@ -8,40 +8,34 @@ from ase import Atoms
 from ase.build import add_adsorbate, bulk, fcc111, molecule
 
 from equipot import build_potential
+from equipot.blocks.registry import FAMILIES
 from equipot.datasets.emt import emt_copper
-from equipot.model.build import BLOCKS
+from equipot.testing.block_contract import scale_to_test_forces
 
 MODEL_CONFIG = dict(block="schnet", cutoff=4.0, num_features=16, num_blocks=2, num_radial=8,
                     species=[1, 6, 8, 29], reference_energies=[-1.0, -2.0, -3.0, -4.0],
                     shift=0.1, scale=2.0, avg_num_neighbors=10.0)
 
 
-# e3nn layers are variance-normalised already: scaling NequIP's weights as much as the others'
-# makes its forces 10⁴ eV/Å, far outside any physical (and numerically testable) range.
-# DimeNet++ stacks some twenty layers between the bases and the energy, so the factor compounds:
-# 1.3 gives forces of 3–15 eV/Å on ethanol, 1.5 already hundreds and 2.0 10⁵.
-# MACE's energy is a polynomial of high degree in its weights (cubic products of A in each
-# block): 1.0 gives forces of 0.1 eV/Å, 1.3 of 1–5 eV/Å, 1.5 already of 10³ eV/Å.
-WEIGHT_FACTOR = {"schnet": 2.5, "painn": 2.5, "nequip": 1.0, "mace": 1.3,
-                 "dimenet": 1.3}
-
-
 def make_model(config=None, dtype=torch.float64, seed=0, weight_factor=None):
-    """A model with seeded random weights; block and readout weights are multiplied by
-    ``weight_factor`` (default: the block's in WEIGHT_FACTOR) so that the network part of the
-    energy is large and non-linear."""
+    """A model with seeded random weights. Block and readout weights are multiplied by
+    ``weight_factor``, or by default scaled until the forces on a test structure are of order
+    1 eV/Å (``equipot.testing.block_contract.scale_to_test_forces``, the same for every
+    family), so that the network part of the energy is large and non-linear."""
     config = dict(config or MODEL_CONFIG)
-    weight_factor = weight_factor or WEIGHT_FACTOR[config["block"]]
     torch.manual_seed(seed)
-    model = build_potential(config, dtype=dtype)
+    model = build_potential(config, dtype=dtype).eval()
+    if weight_factor is None:
+        probe = make_ethanol() if {1, 6, 8} <= set(config["species"]) else make_cu_cell()
+        return scale_to_test_forces(model, probe)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name.startswith(("blocks.", "readouts.")):
                 parameter.mul_(weight_factor)
-    return model.eval()
+    return model
 
 
-@pytest.fixture(scope="session", params=sorted(BLOCKS))
+@pytest.fixture(scope="session", params=sorted(FAMILIES))
 def model_config(request):
     """The test model's config, once for each interaction block."""
     return {**MODEL_CONFIG, "block": request.param}

@@ -102,7 +102,7 @@ def test_overlapping_atoms_are_an_input_error(model, pbc):
 
 def test_model_file_path(model, model_config, tmp_path, cu_cell, ethanol):
     path = tmp_path / "model.pt"
-    save_model(path, model, model_config)
+    save_model(path, model)
     assert path.is_file()
     direct = EquipotCalculator(model)
     for from_file, tolerance in ((EquipotCalculator(path, dtype=torch.float64), 1e-10),
@@ -119,7 +119,7 @@ def test_model_file_path(model, model_config, tmp_path, cu_cell, ethanol):
 def test_velocity_verlet_runs(build_model, model_config, ethanol, tmp_path):
     """Every block drives ASE's MD through a model file, with no block-specific code."""
     # unscaled random weights: the shared model's random forces would tear ethanol apart
-    save_model(tmp_path / "model.pt", build_model(model_config, weight_factor=1.0), model_config)
+    save_model(tmp_path / "model.pt", build_model(model_config, weight_factor=1.0))
     ethanol.calc = EquipotCalculator(tmp_path / "model.pt", dtype=torch.float64)
     MaxwellBoltzmannDistribution(ethanol, temperature_K=300, rng=np.random.default_rng(0))
     start = ethanol.positions.copy()

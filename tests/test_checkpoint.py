@@ -55,7 +55,7 @@ def saved(tmp_path):
     """(path, model) of a model saved with metadata."""
     model = make_model()
     path = tmp_path / "model.pt"
-    save_model(path, model, CONFIG, metadata={"epoch": 3})
+    save_model(path, model, metadata={"epoch": 3})
     return path, model
 
 
@@ -114,7 +114,7 @@ def test_metadata_and_config_round_trip(tmp_path):
                 "nested": {"splits": (1, 2, 3), "seed": np.int64(7), "rmse": np.float64(0.125)},
                 "flag": True, "nothing": None}
     path = tmp_path / "sub" / "dir" / "model.pt"  # missing directories are created
-    save_model(path, make_model(), CONFIG, metadata)
+    save_model(path, make_model(), metadata)
     expected = {"epoch": 12, "note": "trained on water", "losses": [0.5, 0.25],
                 "nested": {"splits": [1, 2, 3], "seed": 7, "rmse": 0.125},
                 "flag": True, "nothing": None}
@@ -123,15 +123,15 @@ def test_metadata_and_config_round_trip(tmp_path):
     assert type(checkpoint["metadata"]["nested"]["seed"]) is int
     loaded = load(path)
     assert loaded.metadata == expected
-    assert loaded.model_config == CONFIG
+    assert loaded.config == CONFIG
 
-    save_model(tmp_path / "bare.pt", make_model(), CONFIG)
+    save_model(tmp_path / "bare.pt", make_model())
     assert read_checkpoint(tmp_path / "bare.pt")["metadata"] == {}
 
 
 def test_metadata_with_numpy_array(tmp_path):
     path = tmp_path / "model.pt"
-    save_model(path, make_model(), CONFIG, {"per_element_rmse": np.array([0.1, 0.2, 0.3])})
+    save_model(path, make_model(), {"per_element_rmse": np.array([0.1, 0.2, 0.3])})
     assert read_checkpoint(path)["metadata"]["per_element_rmse"] in (
         [0.1, 0.2, 0.3], pytest.approx([0.1, 0.2, 0.3]))
 
@@ -237,7 +237,7 @@ def test_migration_is_applied(tmp_path, monkeypatch):
     assert loaded.metadata == {"epoch": 1}
 
     # New files are written in the current format and need no migration.
-    save_model(tmp_path / "new.pt", model, CONFIG)
+    save_model(tmp_path / "new.pt", model)
     assert torch.load(tmp_path / "new.pt", weights_only=True)["format_version"] == 3
     read_checkpoint(tmp_path / "new.pt")
     assert calls == [2, 2]
@@ -258,7 +258,7 @@ def test_failed_save_leaves_previous_file(saved, monkeypatch):
     before = path.read_bytes()
     monkeypatch.setattr(equipot.io.torch, "save", failing_save)
     with pytest.raises(OSError, match="disk full"):
-        save_model(path, make_model(seed=5), CONFIG, {"epoch": 99})
+        save_model(path, make_model(seed=5), {"epoch": 99})
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert os.listdir(path.parent) == [path.name]
@@ -268,13 +268,13 @@ def test_failed_save_leaves_previous_file(saved, monkeypatch):
 def test_failed_first_save_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(equipot.io.torch, "save", failing_save)
     with pytest.raises(OSError, match="disk full"):
-        save_model(tmp_path / "model.pt", make_model(), CONFIG)
+        save_model(tmp_path / "model.pt", make_model())
     assert os.listdir(tmp_path) == []
 
 
 def test_successful_save_replaces_file_and_leaves_no_temporary(saved):
     path, _ = saved
-    save_model(path, make_model(seed=4), CONFIG, {"epoch": 4})
+    save_model(path, make_model(seed=4), {"epoch": 4})
     assert os.listdir(path.parent) == [path.name]
     assert read_checkpoint(path)["metadata"] == {"epoch": 4}
 

@@ -16,11 +16,12 @@ import torch
 from ase.build import bulk
 
 import equipot
-from conftest import write_copper_splits
+from equipot.analysis.evaluation import evaluate
 from equipot.cli import md
 from equipot.data.dataset import GraphDataset
 from equipot.data.reading import read_structures
-from equipot.evaluation import evaluate
+
+from conftest import write_copper_splits
 
 BIN = Path(sys.executable).parent
 FAST = ["trainer.max_epochs=2", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",

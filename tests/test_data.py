@@ -17,8 +17,8 @@ from equipot.data.datamodule import AtomisticDataModule
 from equipot.data.dataset import GraphDataset
 from equipot.data.graph import atoms_to_graph
 from equipot.data.reading import LabelKeys, WeightKeys, read_labels, read_structures
-from equipot.data.statistics import compute_statistics, element_counts, isolated_atom_energies
 from equipot.errors import EquipotInputError
+from equipot.train.statistics import compute_statistics, element_counts, isolated_atom_energies
 
 CUTOFF = 3.0
 
@@ -398,7 +398,8 @@ def test_molecule_in_dummy_box_has_zero_shifts(box):
     assert torch.all(graph[keys.SHIFTS] == 0)
     n = len(atoms)
     distances = np.linalg.norm(atoms.positions[:, None] - atoms.positions[None], axis=-1)
-    assert graph[keys.EDGE_INDEX].shape[1] == int(((distances < cutoff) & ~np.eye(n, dtype=bool)).sum())
+    within = (distances < cutoff) & ~np.eye(n, dtype=bool)
+    assert graph[keys.EDGE_INDEX].shape[1] == int(within.sum())
     assert torch.all(edge_vectors(graph).norm(dim=1) < cutoff)
 
 

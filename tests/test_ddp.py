@@ -19,9 +19,10 @@ import pytest
 import torch
 
 import equipot
-from conftest import write_copper_splits
+from equipot.analysis.evaluation import evaluate
 from equipot.data.dataset import GraphDataset
-from equipot.evaluation import evaluate
+
+from conftest import write_copper_splits
 
 BIN = Path(sys.executable).parent
 SMALL = ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "model.cutoff=4.0",

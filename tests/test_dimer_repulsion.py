@@ -10,11 +10,12 @@ import torch
 from ase import Atoms
 from torch_geometric.data import Batch
 
-from conftest import MODEL_CONFIG, make_ethanol
 from equipot import EquipotCalculator, keys
+from equipot.analysis.short_range import check_short_range
 from equipot.data.graph import MIN_DISTANCE, atoms_to_graph
-from equipot.short_range import check_short_range
 from equipot.train.dimer_repulsion import DimerRepulsion
+
+from conftest import MODEL_CONFIG, make_ethanol
 
 SPECIES = [1, 6, 8]
 CONFIG = {**MODEL_CONFIG, "species": SPECIES, "reference_energies": [-1.0, -2.0, -3.0]}

@@ -1,4 +1,4 @@
-"""The distance floor (equipot/nn/distance_floor.py): the network reads no pair closer than the
+"""The distance floor (equipot/physics/distance_floor.py): the network reads no pair closer than the
 training data had it, the priors read the true lengths, and nothing changes above the floor."""
 
 import numpy as np
@@ -7,10 +7,11 @@ import torch
 from ase import Atoms
 from ase.calculators.fd import calculate_numerical_forces
 
-from conftest import MODEL_CONFIG, make_ethanol, make_model
 from equipot import EquipotCalculator
-from equipot.nn.distance_floor import blend_to_identity
-from equipot.short_range import check_short_range
+from equipot.analysis.short_range import check_short_range
+from equipot.physics.distance_floor import blend_to_identity
+
+from conftest import MODEL_CONFIG, make_ethanol, make_model
 
 # H, C, O, Cu (MODEL_CONFIG's species): closest approaches as a training set might have them.
 SHORTEST = [[1.40, 0.95, 0.90, None],
@@ -91,7 +92,8 @@ def test_a_floor_without_shortest_distances_fails_at_build_time():
 def test_without_the_floor_the_prior_alone_lets_random_networks_fail(tmp_path):
     """The same models with ZBL and no floor: the check can fail, so the test above can too."""
     reports = [check_short_range(make_model(config(block, floor=False, terms=ZBL)), SHORTEST,
-                                 tmp_path / block) for block in ("schnet", "painn", "nequip", "mace")]
+                                 tmp_path / block)
+               for block in ("schnet", "painn", "nequip", "mace")]
     assert not all(report.passed for report in reports)
 
 

@@ -1,4 +1,4 @@
-"""Learned charges in a Potential (equipot/nn/electrostatics.py), float64: charges sum to the
+"""Learned charges in a Potential (equipot/physics/electrostatics.py), float64: charges sum to the
 structure's charge, forces and stress are exact derivatives with the Ewald and Coulomb sums in
 the graph, symmetries hold, models without the term pay nothing, and total charges and dipoles
 travel from files through datasets, loss, metrics and the ASE calculator."""
@@ -13,17 +13,18 @@ import torch
 from ase.build import bulk, molecule
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
-from conftest import MODEL_CONFIG
 from torch_geometric.data import Batch
 
-import equipot.nn.electrostatics as electrostatics_module
+import equipot.physics.electrostatics as electrostatics_module
 from equipot import EquipotCalculator, keys, load, save_model
 from equipot.data.dataset import GraphDataset
 from equipot.data.graph import atoms_to_graph
 from equipot.errors import EquipotInputError
-from equipot.nn.ewald import COULOMB_CONSTANT
+from equipot.physics.elements import COULOMB_CONSTANT
 from equipot.train.loss import WeightedLoss
 from equipot.train.metrics import ErrorMetrics
+
+from conftest import MODEL_CONFIG
 
 SPECIES_CHARGES = [0.3, -0.2, -0.7, 0.8]  # e, offsets q_0 of H, C, O, Cu (MODEL_CONFIG's species)
 ATOM_BLOCKS = ["schnet", "painn", "nequip"]  # per-atom features (MACE's too, but slow to build)
@@ -240,7 +241,7 @@ def test_calculator_without_charges_says_so(build_model, ethanol, cu_cell):
 
 def test_model_file_round_trip(charged_model, tmp_path, ethanol):
     model = charged_model(shielding_width=0.4)
-    save_model(tmp_path / "model.pt", model, charged_config(shielding_width=0.4))
+    save_model(tmp_path / "model.pt", model)
     loaded = load(tmp_path / "model.pt", dtype=torch.float64)
     atoms = [with_charge(ethanol, -1), copper_oxide()]
     before, after = evaluate(model, atoms), evaluate(loaded, atoms)

@@ -15,11 +15,10 @@ from e3nn import o3
 from torch_geometric.data import Batch
 
 from equipot import keys
+from equipot.blocks.registry import FAMILIES
 from equipot.data.graph import atoms_to_graph
-from equipot.model.build import BLOCKS
 
 from conftest import MODEL_CONFIG, make_cu_cell, make_ethanol, make_model
-
 
 # Wigner D-matrices and couplings in float64 for every test of this file.
 pytestmark = pytest.mark.usefixtures("float64_default_dtype")
@@ -64,7 +63,7 @@ def random_rotation(inversion: bool, seed: int = 3) -> torch.Tensor:
     return o3.rand_matrix(dtype=torch.float64) * (-1.0 if inversion else 1.0)
 
 
-@pytest.mark.parametrize("block", sorted(BLOCKS))
+@pytest.mark.parametrize("block", sorted(FAMILIES))
 @pytest.mark.parametrize("inversion", [False, True], ids=["rotation", "rotoinversion"])
 @pytest.mark.parametrize("make_structure", [make_ethanol, make_cu_cell], ids=["ethanol", "Cu"])
 def test_features_transform_by_wigner_d(block, inversion, make_structure):
@@ -82,7 +81,7 @@ def test_nequip_is_equivariant_for_every_l_max(l_max, parity):
     assert_equivariant(model, make_ethanol(), random_rotation(inversion=True))
 
 
-@pytest.mark.parametrize("block", sorted(BLOCKS))
+@pytest.mark.parametrize("block", sorted(FAMILIES))
 def test_declared_irreps_are_what_the_block_gives(block):
     model = make_model({**MODEL_CONFIG, "block": block})
     features, _ = block_outputs(model, make_ethanol())
@@ -112,7 +111,7 @@ def test_last_nequip_block_computes_only_the_invariants_the_readout_reads():
 
 
 def test_a_stack_whose_irreps_do_not_fit_fails_at_build_time():
-    from equipot.nn.schnet import SchNetInteraction
+    from equipot.blocks.schnet import SchNetInteraction
 
     with pytest.raises(ValueError, match="SchNetInteraction takes features 16x0e, but the "
                                          "module before it gives 16x0e\\+16x1o"):

@@ -1,4 +1,4 @@
-"""Electrostatics of fixed charges (equipot/nn/ewald.py), float64, against independent numbers:
+"""Electrostatics of fixed charges (equipot/physics/ewald.py), float64, against independent numbers:
 Madelung constants, brute-force Coulomb double loops, the α-independence of the Ewald sum,
 supercells, a molecule in a large box, and the symmetries of physics."""
 
@@ -13,7 +13,8 @@ from ase.build import bulk, make_supercell
 from scipy.special import erf
 
 from equipot.errors import EquipotInputError
-from equipot.nn.ewald import COULOMB_CONSTANT, electrostatic_energies
+from equipot.physics.elements import COULOMB_CONSTANT
+from equipot.physics.ewald import electrostatic_energies
 
 MADELUNG_ROCK_SALT = 1.747565  # per ion pair, in units of the nearest-neighbour distance
 MADELUNG_CESIUM_CHLORIDE = 1.762675

@@ -1,4 +1,4 @@
-"""Ewald message passing (equipot/nn/ewald_message_passing.py, equipot/nn/k_vectors.py), float64.
+"""Ewald message passing (equipot/blocks/ewald_messages.py, equipot/nn/k_vectors.py), float64.
 
 The k-vectors are checked against brute-force enumerations in numpy; the model against its
 symmetries (rotated, translated, permuted copies), finite differences of its energy (forces,
@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
+from test_physics import evaluate, fd_forces, fd_stress, random_rotation, relative_error
 from torch_geometric.data import Batch
 
 import equipot
 from equipot import keys
+from equipot.blocks import ewald_messages as ewald_message_passing
 from equipot.data.graph import atoms_to_graph
 from equipot.errors import EquipotInputError
 from equipot.model.build import build_potential
-from equipot.nn import ewald_message_passing
 from equipot.nn.k_vectors import k_vectors
 
 from conftest import MODEL_CONFIG, make_cu_cell, make_cu_slab, make_ethanol, make_model
-from test_physics import evaluate, fd_forces, fd_stress, random_rotation, relative_error
 
 # Molecules: a grid of spacing 0.15 Å⁻¹ (kernel period 41.9 Å) in the ball of 1 Å⁻¹.
 MOLECULAR = {**MODEL_CONFIG, "long_range_messages": {"k_cutoff": 1.0, "k_spacing": 0.15}}
@@ -120,7 +120,7 @@ def test_wires_are_refused():
 
 
 def test_edge_feature_backbones_are_refused_when_built():
-    with pytest.raises(ValueError, match="DimeNetPlusPlusInteraction passes its features on "
+    with pytest.raises(ValueError, match="the dimenet block passes its features on "
                                          "edges"):
         build_potential({**MOLECULAR, "block": "dimenet"})
 
@@ -289,7 +289,7 @@ def test_a_model_without_the_option_is_unchanged(monkeypatch):
     c7b24be), with the option absent or null, and no k-vector is ever computed."""
     monkeypatch.setattr(ewald_message_passing, "k_vectors", None)  # any call would fail
     for config in (MODEL_CONFIG, {**MODEL_CONFIG, "long_range_messages": None}):
-        model = make_model(config)
+        model = make_model(config, weight_factor=2.5)  # SchNet's factor when recorded
         assert len(model.state_dict()) == 24
         assert sum(parameter.numel() for parameter in model.parameters()) == 2641
         assert not any(isinstance(module, ewald_message_passing.EwaldMessagePassing)
@@ -306,7 +306,7 @@ def test_a_saved_model_with_the_option_loads_with_the_same_predictions(tmp_path,
                                                                         make_atoms):
     model, atoms = make_model(config), make_atoms()
     path = tmp_path / "model.pt"
-    equipot.save_model(path, model, config, metadata={"dtype": "float64"})
+    equipot.save_model(path, model, metadata={"dtype": "float64"})
     loaded = equipot.load(path)
     assert loaded.dtype == torch.float64
     expected = evaluate(model, atoms, stress=True)

@@ -1,4 +1,4 @@
-"""MACE (equipot/nn/mace.py): features of every l rotate by their Wigner D-matrices, a readout
+"""MACE (equipot/blocks/mace.py): features of every l rotate by their Wigner D-matrices, a readout
 after every layer, correlation orders 1–3, weights per element, the first block as in the
 reference, and the energy's symmetries. The generic tests (test_physics, test_equivariance,
 test_calculator, test_checkpoint) run MACE too, through BLOCKS; these are MACE's own."""
@@ -13,17 +13,17 @@ import pytest
 import torch
 from ase import Atoms
 from e3nn import o3
+from test_equivariance import assert_equivariant, block_outputs, random_rotation
 from torch import nn
 from torch_geometric.data import Batch
 
 from equipot import keys
+from equipot.blocks.mace import MACE, MACEInteraction, MACEReadout, build_mace, channel_major
+from equipot.blocks.registry import FAMILIES
 from equipot.data.graph import atoms_to_graph
-from equipot.model.build import BLOCKS
-from equipot.nn.mace import MACEInteraction, MACEReadout, channel_major
 from equipot.nn.readout import LinearReadout
 
 from conftest import MODEL_CONFIG, make_cu_cell, make_cu_slab, make_ethanol, make_model
-from test_equivariance import assert_equivariant, block_outputs, random_rotation
 
 # Wigner D-matrices and couplings in float64 for every test of this file.
 pytestmark = pytest.mark.usefixtures("float64_default_dtype")
@@ -38,8 +38,9 @@ def mace_config(num_blocks: int = 3, **block_options) -> dict:
 
 @lru_cache(maxsize=None)
 def cached_model(num_blocks: int = 3, max_L: int = 2, l_max: int = 3, correlation: int = 3):
-    """A float64 MACE test model (WEIGHT_FACTOR-scaled random weights); tests must not modify
-    it. Built once per configuration: the couplings of l_max = 3, ν = 3 take seconds."""
+    """A float64 MACE test model (random weights scaled as conftest.make_model scales them);
+    tests must not modify it. Built once per configuration: the couplings of l_max = 3, ν = 3
+    take seconds."""
     return make_model(mace_config(num_blocks, max_L=max_L, l_max=l_max, correlation=correlation))
 
 
@@ -199,7 +200,8 @@ def test_only_the_first_block_lacks_a_self_connection():
     assert [block.first for block in model.blocks] == [True, False, False]
     options = dict(num_features=C, num_radial=8, avg_num_neighbors=10.0, num_species=4, l_max=2)
     assert MACEInteraction(o3.Irreps(f"{C}x0e"), **options).self_connection is not None
-    assert MACEInteraction(o3.Irreps(f"{C}x0e"), first_block=True, **options).self_connection is None
+    first = MACEInteraction(o3.Irreps(f"{C}x0e"), first_block=True, **options)
+    assert first.self_connection is None
 
 
 def test_bad_options_are_refused():
@@ -233,4 +235,4 @@ def test_permutation_invariance(make_structure):
 
 
 def test_registered():
-    assert BLOCKS["mace"] is MACEInteraction
+    assert FAMILIES["mace"] is MACE and MACE.build is build_mace

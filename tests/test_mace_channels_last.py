@@ -7,7 +7,7 @@ import pytest
 import torch
 from e3nn import o3
 
-from equipot.nn.mace import MACEInteraction, channel_major
+from equipot.blocks.mace import MACEInteraction, channel_major
 
 pytestmark = pytest.mark.usefixtures("float64_default_dtype")
 

@@ -1,11 +1,11 @@
-"""Tests of equipot.data.neighbors.neighbor_list against ASE's neighbour list as the oracle."""
+"""Tests of equipot.neighbors.neighbor_list against ASE's neighbour list as the oracle."""
 
 import ase
 import numpy as np
 import pytest
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
-from equipot.data.neighbors import neighbor_list
+from equipot.neighbors import neighbor_list
 
 
 def random_structure(seed, pbc, zero_nonperiodic=False, n_atoms=24):
@@ -17,7 +17,8 @@ def random_structure(seed, pbc, zero_nonperiodic=False, n_atoms=24):
     """
     rng = np.random.default_rng(seed)
     pbc = np.array(pbc, dtype=bool)
-    box = np.diag(np.where(pbc, rng.uniform(4.0, 7.0, 3), 50.0)) + np.tril(rng.uniform(-3, 3, (3, 3)), -1)
+    box = (np.diag(np.where(pbc, rng.uniform(4.0, 7.0, 3), 50.0))
+           + np.tril(rng.uniform(-3, 3, (3, 3)), -1))
     rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
     ase_cell = box @ rotation
     positions = (rng.random((n_atoms, 3)) * np.where(pbc, 1.0, 0.2)) @ ase_cell
@@ -38,7 +39,8 @@ THIN_SKEWED_CELL = [[3.0, 0.0, 0.0], [2.9, 0.8, 0.0], [-2.5, 1.2, 1.0]]
 CASES = {
     **{f"periodic-seed{seed}": (random_structure(seed, [True] * 3), 5.0) for seed in range(4)},
     "periodic-thin-skewed": (explicit_structure(
-        np.random.default_rng(7).random((6, 3)) @ THIN_SKEWED_CELL, THIN_SKEWED_CELL, [True] * 3), 5.0),
+        np.random.default_rng(7).random((6, 3)) @ THIN_SKEWED_CELL, THIN_SKEWED_CELL,
+        [True] * 3), 5.0),
     "slab-dummy-c": (random_structure(10, [True, True, False]), 4.5),
     "slab-zero-c": (random_structure(11, [True, True, False], zero_nonperiodic=True), 4.5),
     "wire-dummy-box": (random_structure(12, [True, False, False]), 4.5),
@@ -61,7 +63,8 @@ def sorted_rows(*columns):
 
 def assert_matches_ase(positions, cell, pbc, ase_cell, cutoff):
     """neighbor_list must give exactly ASE's set of (i, j, S) triples."""
-    atoms = ase.Atoms(numbers=np.ones(len(positions), dtype=int), positions=positions, cell=ase_cell, pbc=pbc)
+    atoms = ase.Atoms(numbers=np.ones(len(positions), dtype=int), positions=positions,
+                      cell=ase_cell, pbc=pbc)
     expected = sorted_rows(*ase_neighbor_list("ijS", atoms, cutoff))
     actual = sorted_rows(*neighbor_list(positions, cell, pbc, cutoff))
     np.testing.assert_array_equal(actual, expected)
@@ -76,7 +79,8 @@ def test_matches_ase(name):
 
 @pytest.mark.parametrize("name", CASES)
 def test_edges_are_valid(name):
-    """int64 output; every edge shorter than the cutoff, listed both ways, no zero-shift self-edge."""
+    """int64 output; every edge shorter than the cutoff, listed both ways, no zero-shift
+    self-edge."""
     (positions, cell, pbc, _), cutoff = CASES[name]
     i, j, shifts = neighbor_list(positions, cell, pbc, cutoff)
     assert len(i) > 0
@@ -110,7 +114,8 @@ def test_unwrapped_positions(pbc):
     moved = positions + (2.3 + whole) @ cell
 
     def edges(positions):
-        """Edges as rows (i, j, r_ij), sorted by i, j and then r_ij rounded well below lattice spacings."""
+        """Edges as rows (i, j, r_ij), sorted by i, j and then r_ij rounded well below lattice
+        spacings."""
         i, j, shifts = neighbor_list(positions, cell, pbc, 5.0)
         vectors = positions[j] - positions[i] + shifts @ cell
         order = np.lexsort([*np.round(vectors, 6).T[::-1], j, i])

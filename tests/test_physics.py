@@ -8,6 +8,7 @@ energy with fresh neighbour lists, ASE's numerical stress and ASE's neighbour li
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -16,13 +17,13 @@ from ase import Atoms
 from ase.build import bulk
 from ase.calculators.fd import calculate_numerical_stress
 from ase.neighborlist import neighbor_list as ase_neighbor_list
-from torch import nn
 from torch_geometric.data import Batch
 
 from equipot import EquipotCalculator, keys
 from equipot.data.graph import atoms_to_graph
-from equipot.nn.energy_terms import ENERGY_TERMS, register_energy_term
 from equipot.nn.scatter import scatter_sum
+from equipot.physics.registry import ENERGY_TERMS, register_energy_term
+from equipot.physics.term import EnergyTerm
 
 CUTOFF = 4.0
 STRUCTURES = ["ethanol", "cu_cell", "cu_slab"]
@@ -289,17 +290,25 @@ PAIR_TERM = "test_physics_exponential_pair"
 ENVELOPE_EXPONENT = 6  # the model config's default
 
 
-@register_energy_term(PAIR_TERM)
-class ExponentialPair(nn.Module):
+@dataclass(frozen=True)
+class ExponentialPairOptions:
+    A: float = 1.0  # eV
+
+
+@register_energy_term
+class ExponentialPair(EnergyTerm):
     """e_i = ½ Σ_j A exp(−r_ij) u(r_ij) over the geometry's edges."""
 
-    def __init__(self, species, cutoff, A=1.0):
-        super().__init__()
-        self.A = float(A)
+    name = PAIR_TERM
+    Options = ExponentialPairOptions
 
-    def forward(self, geometry):
+    def __init__(self, context, options):
+        super().__init__()
+        self.A = float(options.A)
+
+    def forward(self, geometry, features=None):
         pair = 0.5 * self.A * torch.exp(-geometry.lengths) * geometry.envelope
-        return scatter_sum(pair, geometry.centre, geometry.num_atoms)
+        return {keys.ATOMIC_ENERGIES: scatter_sum(pair, geometry.centre, geometry.num_atoms)}
 
 
 def numpy_pair_energies(atoms, A, cutoff=CUTOFF, p=ENVELOPE_EXPONENT):

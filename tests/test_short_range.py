@@ -1,4 +1,5 @@
-"""The short-range report (equipot/short_range.py), equipot-check-model and the training hook.
+"""The short-range report (equipot/analysis/short_range.py), equipot-check-model and the
+training hook.
 
 Models are the small float64 test model of conftest.py, on H, O and Cu (6 pairs, to keep the
 plots few), made well-behaved or broken on purpose: a flat network (no repulsion at all), the
@@ -9,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -16,13 +18,15 @@ import torch
 from ase import Atoms
 from ase.data import covalent_radii
 
-from conftest import MODEL_CONFIG
-from equipot import EquipotCalculator, save_model
+from equipot import EquipotCalculator, keys, save_model
+from equipot.analysis.short_range import check_pair, check_short_range, dimer_grid
 from equipot.cli import train as train_cli
 from equipot.cli.check_model import main as check_model
-from equipot.nn.energy_terms import register_energy_term
-from equipot.nn.zbl import ZBLRepulsion
-from equipot.short_range import check_pair, check_short_range, check_thresholds, dimer_grid
+from equipot.physics.elements import repulsion_thresholds
+from equipot.physics.registry import register_energy_term
+from equipot.physics.zbl import ZBLRepulsion
+
+from conftest import MODEL_CONFIG
 
 ZBL = {"name": "zbl"}
 SPECIES = [1, 8, 29]
@@ -31,12 +35,14 @@ NUM_PAIRS = 6
 INNER_RADII = [[0.5 * (covalent_radii[a] + covalent_radii[b]) for b in SPECIES] for a in SPECIES]
 
 
-@register_energy_term("test_short_range_collapse")
+@register_energy_term
 class CollapsingPair(ZBLRepulsion):
     """−2 × ZBL: added to the ZBL prior it leaves −ZBL, an attraction that fuses any pair."""
 
-    def forward(self, geometry):
-        return -2.0 * super().forward(geometry)
+    name = "test_short_range_collapse"
+
+    def forward(self, geometry, features=None):
+        return {keys.ATOMIC_ENERGIES: -2.0 * super().forward(geometry)[keys.ATOMIC_ENERGIES]}
 
 
 def flat(model):
@@ -120,7 +126,7 @@ def test_a_pair_without_training_data_may_bind_near_its_bond_length():
     R, as a multiple bond has it: harmless below the bound 0.6 R, a false alarm below R."""
     species = [6, 7]
     shortest = [[1.4, None], [None, 1.1]]  # C–N never within the cutoff in training
-    r_min, source = check_thresholds(species, shortest)[0, 1]
+    r_min, source = repulsion_thresholds(species, shortest)[0, 1]
     radius_sum = covalent_radii[6] + covalent_radii[7]
     assert r_min == pytest.approx(0.6 * radius_sum) and source.startswith("no training data")
     distances = dimer_grid(5.0)
@@ -135,8 +141,15 @@ def test_a_pair_without_training_data_may_bind_near_its_bond_length():
 
 # ---------------------------------------------------------------- equipot-check-model
 
+def with_config(model, config):
+    """A copy of ``model`` that carries ``config`` (the same architecture, other statistics)."""
+    copy = deepcopy(model)
+    copy.config = dict(config)
+    return copy
+
+
 def save(model, config, path):
-    save_model(path, model, config, {"dtype": "float64"})
+    save_model(path, with_config(model, config), {"dtype": "float64"})
     return path
 
 
@@ -190,7 +203,7 @@ def test_cli_names_a_missing_model_file(tmp_path, capsys):
 
 def test_training_hook_prints_a_banner_and_never_raises(models, tmp_path, capsys, monkeypatch):
     config = {**CONFIG, "shortest_distances": INNER_RADII}
-    train_cli.report_short_range(models["collapse"], config, tmp_path / "a")
+    train_cli.report_short_range(with_config(models["collapse"], config), tmp_path / "a")
     out = capsys.readouterr().out
     assert out.startswith("!" * 100) and "SHORT-RANGE CHECK FAILED" in out
     assert (tmp_path / "a" / "summary.json").is_file()
@@ -199,6 +212,6 @@ def test_training_hook_prints_a_banner_and_never_raises(models, tmp_path, capsys
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(train_cli, "check_short_range", fail)
-    train_cli.report_short_range(models["zbl"], config, tmp_path / "b")
+    train_cli.report_short_range(with_config(models["zbl"], config), tmp_path / "b")
     out = capsys.readouterr().out
     assert "the short-range report failed: RuntimeError: disk full" in out and "!!!!" in out

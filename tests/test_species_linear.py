@@ -29,4 +29,5 @@ def test_each_atom_gets_its_own_species_map_and_outputs_rotate():
 
     rotation = -o3.rand_matrix(dtype=torch.float64)  # a rotoinversion
     rotated = layer(x @ irreps_in.D_from_matrix(rotation).T, species)
-    assert torch.abs(rotated - layer(x, species) @ irreps_out.D_from_matrix(rotation).T).max() < 1e-12
+    expected = layer(x, species) @ irreps_out.D_from_matrix(rotation).T
+    assert torch.abs(rotated - expected).max() < 1e-12

@@ -16,10 +16,11 @@ from conftest import MODEL_CONFIG, make_ethanol, make_model
 
 def rebuilt_with_readouts(model: Potential, readouts: dict) -> Potential:
     """``model``'s modules with other readouts (stage → module)."""
-    return Potential(species=model.species, cutoff=model.cutoff, embedding=model.embedding,
+    return Potential(config=model.config, species=model.species, cutoff=model.cutoff,
+                     embedding=model.embedding,
                      radial_basis=model.radial_basis, envelope=model.envelope,
-                     blocks=list(model.blocks), readouts=readouts, reference_energies=[0.0] * 4,
-                     shift=0.0, scale=1.0).eval()
+                     blocks=list(model.blocks), readouts=readouts,
+                     reference_energies=[0.0] * 4, shift=0.0, scale=1.0).eval()
 
 
 def test_readouts_of_several_stages_add_up():

@@ -16,7 +16,6 @@ from torch.func import functional_call
 
 from equipot.nn.symmetric_contraction import SymmetricContraction
 
-
 # Wigner D-matrices and couplings in float64 for every test of this file.
 pytestmark = pytest.mark.usefixtures("float64_default_dtype")
 

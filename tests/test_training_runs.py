@@ -21,19 +21,20 @@ from omegaconf import OmegaConf
 from torch_geometric.data import Batch
 
 import equipot
-from conftest import write_copper_splits
+from equipot.analysis.evaluation import evaluate
+from equipot.analysis.short_range import PairCheck, ShortRangeReport
+from equipot.blocks.registry import FAMILIES
 from equipot.cli import train as train_cli
 from equipot.data.dataset import GraphDataset
 from equipot.datasets import bundled
 from equipot.datasets.emt import emt_copper
-from equipot.evaluation import evaluate
 from equipot.errors import EquipotInputError, EquipotRunError
-from equipot.model.build import BLOCKS
-from equipot.short_range import PairCheck, ShortRangeReport
 from equipot.train.config import check_config
 from equipot.train.lightning_checkpoint import model_from_checkpoint
 from equipot.train.loss import WeightedLoss
 from equipot.train.run_directory import ContinuingCSVLogger
+
+from conftest import write_copper_splits
 
 BIN = Path(sys.executable).parent
 # A failing short-range check of these one-minute models would end the runs with status 1.
@@ -117,7 +118,7 @@ def test_equipot_evaluate_fails_on_non_finite_predictions(workdir, build_model):
     model = build_model(config)
     with torch.no_grad():
         next(model.readouts.parameters()).fill_(float("nan"))
-    equipot.save_model(workdir / "nan.pt", model, config, {"dtype": "float64"})
+    equipot.save_model(workdir / "nan.pt", model, {"dtype": "float64"})
     result = subprocess.run([str(BIN / "equipot-evaluate"), "nan.pt", "test.xyz"], cwd=workdir,
                             capture_output=True, text=True)
     assert result.returncode == 1
@@ -126,7 +127,7 @@ def test_equipot_evaluate_fails_on_non_finite_predictions(workdir, build_model):
 
 # --------------------------------------------------------------- 3. the EMA and the saved model
 
-@pytest.mark.parametrize("block", sorted(BLOCKS))
+@pytest.mark.parametrize("block", sorted(FAMILIES))
 def test_a_five_epoch_model_validates_no_worse_than_its_raw_weights(workdir, block):
     """5 epochs of 6 steps: a plain EMA (0.99) would still hold 74 % of its first step's
     weights; the saved model is whichever of EMA and raw weights validated better."""
@@ -161,8 +162,8 @@ def test_resume_continues_the_same_run_with_its_own_config(workdir, capsys):
     assert not (run_dir / "checkpoints" / "best-v1.ckpt").exists()
     resumed = equipot.load(run_dir / "model.pt")
     for key in ("species", "reference_energies", "shift", "scale", "avg_num_neighbors"):
-        assert resumed.model_config[key] == first.model_config[key]  # never recomputed
-    assert resumed.metadata["epochs"] == 4 and resumed.model_config["num_features"] == 16
+        assert resumed.config[key] == first.config[key]  # never recomputed
+    assert resumed.metadata["epochs"] == 4 and resumed.config["num_features"] == 16
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
     key = next(name for name in state if name.startswith("ModelCheckpoint"))
     assert state[key]["best_model_score"] <= before[key]["best_model_score"]  # kept
@@ -212,7 +213,7 @@ def test_a_new_run_refuses_a_used_directory_unless_told_to_overwrite(workdir):
                 "overwrite=true"], run_dir)
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt",
                                                                            "last.ckpt"]
-    assert equipot.load(run_dir / "model.pt").model_config["block"] == "painn"
+    assert equipot.load(run_dir / "model.pt").config["block"] == "painn"
 
 
 # --------------------------------------------------------------- the loss-weight schedule

@@ -1,4 +1,4 @@
-"""The ZBL repulsion prior (equipot/nn/zbl.py) and the training statistics that subtract it.
+"""The ZBL repulsion prior (equipot/physics/zbl.py) and the training statistics that subtract it.
 
 Reference numbers are independent of the code: a value worked out by hand from the ZBL
 formula, finite differences of energies (ASE's own helpers), brute-force shortest distances
@@ -18,15 +18,17 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import covalent_radii
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
-from conftest import MODEL_CONFIG, make_cu_cell, make_ethanol
 from equipot import EquipotCalculator, load, save_model
 from equipot.data.dataset import GraphDataset
 from equipot.data.reading import LabelKeys
-from equipot.data.statistics import compute_statistics, shortest_distances
 from equipot.errors import EquipotInputError
 from equipot.model.build import STATISTICS
-from equipot.nn.energy_terms import ENERGY_TERMS, is_fixed
-from equipot.nn.zbl import ZBLRepulsion, smooth_switch
+from equipot.physics.registry import ENERGY_TERMS
+from equipot.physics.term import TermContext
+from equipot.physics.zbl import ZBLOptions, ZBLRepulsion, smooth_switch
+from equipot.train.statistics import compute_statistics, shortest_distances
+
+from conftest import MODEL_CONFIG, make_cu_cell, make_ethanol
 
 ZBL = {"name": "zbl"}  # the defaults: inner_factor 0.5, outer_factor 0.8
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
@@ -85,7 +87,7 @@ def test_carbon_oxygen_at_0_6_angstrom_matches_the_hand_computed_value(zbl_model
     assert 0.6 < r_in  # full strength: no switch at 0.6 Å
     added = energy(with_zbl, dimer(6, 8, 0.6)) - energy(plain, dimer(6, 8, 0.6))
     assert added == pytest.approx(92.463, abs=1e-3)
-    term = ZBLRepulsion(species=[1, 6, 8], cutoff=4.0).double()
+    term = ZBLRepulsion(TermContext((1, 6, 8), 4.0), ZBLOptions()).double()
     for (i, j), r in [((0, 0), 0.25), ((0, 2), 0.4), ((2, 1), 0.3)]:
         z_i, z_j = [1, 6, 8][i], [1, 6, 8][j]
         pair = term.pair_energy(torch.tensor([r], dtype=torch.float64), torch.tensor([i]),
@@ -121,7 +123,7 @@ def test_switch_is_twice_continuously_differentiable_at_both_ends():
                                        atol=1e-7)
     # The pair energy V·s around r_in and r_out (C–O): value, slope and curvature agree from
     # both sides to O(ε); a switch that is only C¹ would jump in curvature by ~10³ eV/Å².
-    term = ZBLRepulsion(species=[6, 8], cutoff=4.0).double()
+    term = ZBLRepulsion(TermContext((6, 8), 4.0), ZBLOptions()).double()
 
     def pair_energy(r):
         pairs = torch.ones_like(r, dtype=torch.long)
@@ -164,8 +166,7 @@ def test_float32_model_agrees_and_the_model_file_round_trips(zbl_model_pair, tmp
     _, with_zbl = zbl_model_pair
     atoms = make_ethanol()
     atoms.positions *= 0.6
-    config = {**MODEL_CONFIG, "energy_terms": [ZBL]}
-    save_model(tmp_path / "model.pt", with_zbl, config, {"dtype": "float64"})
+    save_model(tmp_path / "model.pt", with_zbl, {"dtype": "float64"})
     loaded = load(tmp_path / "model.pt")
     assert energy(loaded, atoms) == energy(with_zbl, atoms)
     single = load(tmp_path / "model.pt", dtype=torch.float32)
@@ -173,18 +174,19 @@ def test_float32_model_agrees_and_the_model_file_round_trips(zbl_model_pair, tmp
 
 
 def test_registered_as_a_fixed_term_and_on_in_every_model_config():
-    assert ENERGY_TERMS["zbl"] is ZBLRepulsion and is_fixed(ZBLRepulsion)
+    assert ENERGY_TERMS["zbl"] is ZBLRepulsion and ZBLRepulsion.fixed
     for path in sorted(CONFIGS.glob("*.yaml")):
         config = yaml.safe_load(path.read_text())
         assert [term["name"] for term in config["energy_terms"]] == ["zbl"], path.name
         options = dict(config["energy_terms"][0])
         del options["name"]
-        ZBLRepulsion(species=list(range(1, 87)), cutoff=config["cutoff"], **options)  # H … Rn
+        ZBLRepulsion(TermContext(tuple(range(1, 87)), config["cutoff"]),  # H … Rn
+                     ZBLOptions(**options))
 
 
 def test_radii_beyond_the_cutoff_or_in_the_wrong_order_fail_at_build_time(build_model):
     with pytest.raises(EquipotInputError, match=r"Cu–Cu, beyond the model cutoff 2\.0 Å"):
-        ZBLRepulsion(species=[1, 29], cutoff=2.0)
+        ZBLRepulsion(TermContext((1, 29), 2.0), ZBLOptions())
     with pytest.raises(EquipotInputError, match="inner_factor < outer_factor"):
         build_model({**MODEL_CONFIG, "energy_terms": [{**ZBL, "inner_factor": 0.8}]})
 

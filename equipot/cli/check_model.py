@@ -4,7 +4,7 @@
 
 Writes dimer curves (CSV + PNG) of every element pair and ``summary.json`` to DIR (default:
 ``short_range/`` beside the model), prints one verdict per pair and exits with status 1 when a
-check fails (see ``equipot.short_range`` for the criterion).
+check fails (see ``equipot.analysis.short_range`` for the criterion).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from equipot.analysis.short_range import ShortRangeReport, check_short_range, format_report
 from equipot.cli import exit_on_error
 from equipot.model.checkpoint import load
-from equipot.short_range import ShortRangeReport, check_short_range, format_report
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -31,7 +31,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> ShortRangeReport:
     model = load(args.model, device=args.device)
     output_dir = args.output or args.model.parent / "short_range"
-    report = check_short_range(model, model.model_config.get("shortest_distances"), output_dir)
+    report = check_short_range(model, model.config.get("shortest_distances"), output_dir)
     print(format_report(report, output_dir))
     return report
 

@@ -13,13 +13,13 @@ import json
 from pathlib import Path
 
 from equipot import keys
+from equipot.analysis.evaluation import evaluate, format_table
+from equipot.analysis.plots import write_parity_plots
 from equipot.cli import exit_on_error
 from equipot.data.dataset import GraphDataset
 from equipot.data.reading import LabelKeys
-from equipot.evaluation import evaluate, format_table
 from equipot.io import atomic_write_text
 from equipot.model.checkpoint import load
-from equipot.plots import write_parity_plots
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:

@@ -10,7 +10,7 @@ continues in its own (``equipot.train.run_directory``). The run directory receiv
 resolved ``config.yaml``, ``split_indices.json`` (which structures of the training file went to
 which split), CSV and TensorBoard logs, Lightning checkpoints, the final ``model.pt`` (of the
 best validation epoch, EMA or raw weights, whichever validated better), ``test_metrics.json``
-and the short-range report ``short_range/`` (``equipot.short_range``). Only global rank 0
+and the short-range report ``short_range/`` (``equipot.analysis.short_range``). Only global rank 0
 writes. The run exits non-zero when training diverges (leaving ``last_finite_weights.pt``, no
 ``model.pt``) or the short-range check fails (after writing ``model.pt``; unless
 ``short_range.fail_on_error=false``).
@@ -33,26 +33,33 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from equipot.analysis.evaluation import evaluate, format_table
+from equipot.analysis.short_range import banner, check_short_range, format_report
 from equipot.cli import exit_on_error
 from equipot.data.datamodule import AtomisticDataModule
-from equipot.data.statistics import compute_statistics, isolated_atom_energies
 from equipot.datasets import bundled
 from equipot.errors import EquipotInputError, EquipotRunError
-from equipot.evaluation import evaluate, format_table
 from equipot.io import atomic_write_text
 from equipot.model.checkpoint import save_model
 from equipot.model.potential import Potential
-from equipot.short_range import banner, check_short_range, format_report
 from equipot.train.config import check_config
 from equipot.train.divergence import TrainingDiverged
 from equipot.train.module import PotentialModule
 from equipot.train.progress import EpochPrinter, format_errors
-from equipot.train.run_directory import (CHECKPOINTS, CONFIG, LAST_FINITE_WEIGHTS, MODEL,
-                                         ContinuingCSVLogger, find_checkpoint,
-                                         is_launch_rank_zero, prepare_new_run,
-                                         resumed_settings)
+from equipot.train.run_directory import (
+    CHECKPOINTS,
+    CONFIG,
+    LAST_FINITE_WEIGHTS,
+    MODEL,
+    ContinuingCSVLogger,
+    find_checkpoint,
+    is_launch_rank_zero,
+    prepare_new_run,
+    resumed_settings,
+)
 from equipot.train.schedule import BudgetCosineSchedule, duration_seconds
 from equipot.train.stages import StageTwo
+from equipot.train.statistics import compute_statistics, isolated_atom_energies
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")  # a link to configs/
 SPLIT_INDICES = "split_indices.json"
@@ -94,7 +101,7 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
         trainer.fit(module, datamodule=datamodule, ckpt_path=settings["resume"])
     except TrainingDiverged as error:
         if trainer.is_global_zero:  # the other ranks leave quietly: rank 0 reports
-            report_divergence(error, module, model_config, checkpoints, run_dir)
+            report_divergence(error, module, checkpoints, run_dir)
         return {}
     if not trainer.is_global_zero:
         return {}
@@ -110,9 +117,9 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
         metrics = result.metrics
         print(f"test set ({result.num_structures} structures):\n{format_table(metrics)}")
         atomic_write_text(json.dumps(metrics, indent=2), run_dir / "test_metrics.json")
-    save_model(run_dir / MODEL, model, model_config, {**metadata, "test_metrics": metrics})
+    save_model(run_dir / MODEL, model, {**metadata, "test_metrics": metrics})
     print(summary(trainer, module, validation, seconds, run_dir / MODEL))
-    passed = report_short_range(model, model_config, run_dir / "short_range")
+    passed = report_short_range(model, run_dir / "short_range")
     if not passed and settings.get("short_range", {}).get("fail_on_error", True):
         raise EquipotRunError(f"the short-range check failed (report above; {MODEL} is "
                               f"written): short_range.fail_on_error=false lets such a run "
@@ -210,11 +217,11 @@ def summary(trainer: pl.Trainer, module: PotentialModule, validation: Mapping, s
     return "\n".join(lines)
 
 
-def report_divergence(error: TrainingDiverged, module: PotentialModule, model_config: Mapping,
+def report_divergence(error: TrainingDiverged, module: PotentialModule,
                       checkpoints: ModelCheckpoint, run_dir: Path) -> None:
     """Keep the last finite weights under a name that says so, and raise the run's error."""
     path = run_dir / LAST_FINITE_WEIGHTS
-    save_model(path, module.model.to("cpu"), model_config,
+    save_model(path, module.model.to("cpu"),
                {"diverged": {"epoch": error.epoch, "step": error.step, "what": error.what},
                 "weights": "raw", "dtype": module.hparams.dtype})
     last = checkpoints.last_model_path
@@ -226,12 +233,12 @@ def report_divergence(error: TrainingDiverged, module: PotentialModule, model_co
         f"the labels") from error
 
 
-def report_short_range(model: Potential, model_config: Mapping, output_dir: Path) -> bool:
+def report_short_range(model: Potential, output_dir: Path) -> bool:
     """Print the short-range report of the trained model; whether it passed. An error while
     making it is printed in a banner and counts as a failure, never raised: the model file is
     written already and must not be lost."""
     try:
-        report = check_short_range(model, model_config.get("shortest_distances"), output_dir)
+        report = check_short_range(model, model.config.get("shortest_distances"), output_dir)
     except Exception as error:  # noqa: BLE001 (any failure of the report, reported)
         print(banner([f"the short-range report failed: {type(error).__name__}: {error}",
                       "the model is saved; run equipot-check-model on it to retry"]))

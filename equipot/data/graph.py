@@ -8,9 +8,9 @@ import torch
 from torch_geometric.data import Data
 
 from equipot import keys
-from equipot.data.neighbors import neighbor_list
 from equipot.data.reading import read_total_charge
 from equipot.errors import EquipotInputError
+from equipot.neighbors import neighbor_list
 
 MIN_DISTANCE = 0.1  # Å; closer atoms are an input error, not physics
 

@@ -8,8 +8,8 @@ results of an attached calculator (where ASE puts plain ``energy``/``forces``/``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 
 import ase

@@ -2,33 +2,27 @@
 
 A model config holds the architecture (``block``, sizes, ``cutoff`` …) and the training-set
 statistics (``species``, ``reference_energies``, ``shift``, ``scale``, ``avg_num_neighbors``),
-so that a saved config and state dict rebuild the model with no data, Hydra or omegaconf.
+so that a saved config and state dict rebuild the model with no data, Hydra or omegaconf. The
+Potential keeps the config it was built from (``Potential.config``), which is what
+``save_model`` writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import contextmanager
-from inspect import signature
+from dataclasses import fields
 
 import torch
 
+from equipot.blocks.contract import BlockContext
+from equipot.blocks.ewald_messages import WithEwaldMessages
+from equipot.blocks.registry import family_named
 from equipot.model.potential import Potential
-from equipot.nn import electrostatics  # noqa: F401  (registers the "electrostatics" term)
-from equipot.nn import zbl  # noqa: F401  (registers the "zbl" term)
-from equipot.nn.energy_terms import ENERGY_TERMS
-from equipot.nn.ewald_message_passing import WithEwaldMessages
-from equipot.nn.distance_floor import DistanceFloor, covalent_floors, training_floors
 from equipot.nn.radial import BesselBasis, PolynomialEnvelope
-from equipot.nn.dimenet import DimeNetPlusPlusInteraction
-from equipot.nn.mace import MACEInteraction
-from equipot.nn.nequip import NequIPInteraction
-from equipot.nn.painn import PaiNNInteraction
-from equipot.nn.schnet import SchNetInteraction
-
-# The interaction-block families; equipot/nn/block.py gives the contract each one follows.
-BLOCKS = {"schnet": SchNetInteraction, "painn": PaiNNInteraction, "nequip": NequIPInteraction,
-          "mace": MACEInteraction, "dimenet": DimeNetPlusPlusInteraction}
+from equipot.physics.distance_floor import DistanceFloor, covalent_floors, training_floors
+from equipot.physics.registry import energy_term_named
+from equipot.physics.term import EnergyTerm, TermContext
 
 NETWORK_FLOOR_WIDTH = 0.1  # Å, blend of the covalent-radius floor (network_floor_factor)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}  # names used in configs
@@ -40,9 +34,6 @@ ARCHITECTURE = ("block", "cutoff", "num_features", "num_blocks", "num_radial",
                 "envelope_exponent", "readout_hidden", "block_options", "energy_terms",
                 "long_range_messages", "distance_floor_width", "network_floor_factor",
                 "shortest_distances")
-# Block constructor arguments that build_potential fills in itself, never block_options.
-BUILDER_SUPPLIED = ("irreps_in", "num_features", "num_radial", "avg_num_neighbors",
-                    "num_species", "cutoff", "first_block", "scalar_output")
 
 
 @contextmanager
@@ -55,85 +46,92 @@ def _default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
+def option_names(options_class: type) -> list[str]:
+    """The option names a family's or energy term's ``Options`` dataclass declares."""
+    return [field.name for field in fields(options_class)]
+
+
 def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Potential:
     """A freshly initialised Potential with parameters in ``dtype``.
 
     Keys: block, cutoff, num_features, num_blocks, num_radial, envelope_exponent,
-    readout_hidden, block_options (dict), energy_terms (list of {name, **options}),
-    long_range_messages (None, or the options of an Ewald message-passing update after every
-    block: {k_cutoff, ...}, see ``equipot.nn.ewald_message_passing``), distance_floor_width
-    (None, or w in Å: the network reads edge lengths floored at each pair's shortest training
-    distance, ``equipot.nn.distance_floor``; needs the statistic shortest_distances),
-    network_floor_factor (None, or f: floored at f × the sum of covalent radii instead) and the
-    statistics (see ``equipot.data.statistics.compute_statistics``).
+    readout_hidden, block_options (the family's ``Options``), energy_terms (list of
+    {name, **options}), long_range_messages (None, or the options of an Ewald message-passing
+    update after every block: {k_cutoff, ...}, see ``equipot.blocks.ewald_messages``),
+    distance_floor_width (None, or w in Å: the network reads edge lengths floored at each
+    pair's shortest training distance, ``equipot.physics.distance_floor``; needs the statistic
+    shortest_distances), network_floor_factor (None, or f: floored at f × the sum of covalent
+    radii instead) and the statistics (see ``equipot.train.statistics.compute_statistics``).
     """
     missing = [key for key in STATISTICS if key not in config]
     if missing:
         raise ValueError(f"model config lacks training statistics {missing}")
-    if config["block"] not in BLOCKS:
-        raise ValueError(f"unknown interaction block '{config['block']}'; "
-                         f"available: {sorted(BLOCKS)}")
-    block_class = BLOCKS[config["block"]]
+    family = family_named(config["block"])
     num_features, cutoff = int(config["num_features"]), float(config["cutoff"])
     num_radial = int(config.get("num_radial", 8))
-    block_arguments = {"num_features": num_features, "num_radial": num_radial,
-                       "avg_num_neighbors": float(config["avg_num_neighbors"]),
-                       **dict(config.get("block_options") or {})}
-    block_parameters = signature(block_class).parameters
-    if "num_species" in block_parameters:
-        block_arguments["num_species"] = len(config["species"])
-    if "cutoff" in block_parameters:  # bases that scale with it (DimeNet++'s spherical one)
-        block_arguments["cutoff"] = cutoff
-    readout_hidden = int(config.get("readout_hidden", num_features // 2))
-    num_blocks = int(config["num_blocks"])
+    long_range = config.get("long_range_messages")
+    if long_range is not None and family.features_on != "atoms":
+        raise ValueError(f"long_range_messages act on atom features, but the {family.name} "
+                         f"block passes its features on {family.features_on}")
+    context = BlockContext(
+        species=tuple(int(z) for z in config["species"]), cutoff=cutoff,
+        num_features=num_features, num_blocks=int(config["num_blocks"]), num_radial=num_radial,
+        readout_hidden=int(config.get("readout_hidden", num_features // 2)),
+        avg_num_neighbors=float(config["avg_num_neighbors"]),
+        as_stage=((lambda block: WithEwaldMessages(block, long_range)) if long_range is not None
+                  else (lambda block: block)))
     with _default_dtype(dtype):
-        embedding = block_class.build_embedding(len(config["species"]), block_arguments)
-        stages = [embedding]
-        for index in range(num_blocks):
-            if "first_block" in block_parameters:
-                block_arguments["first_block"] = index == 0
-            if "scalar_output" in block_parameters:
-                block_arguments["scalar_output"] = index == num_blocks - 1
-            block = block_class(irreps_in=stages[-1].irreps_out, **block_arguments)
-            if config.get("long_range_messages") is not None:
-                block = WithEwaldMessages(block, config["long_range_messages"])
-            stages.append(block)
-        readouts = {}
-        for stage, module in enumerate(stages):
-            readout = block_class.build_readout(module.irreps_out, stage, num_blocks,
-                                                readout_hidden, block_arguments)
-            if readout is not None:
-                readouts[stage] = readout
-        terms = []
-        for term in config.get("energy_terms") or []:
-            options = dict(term)
-            name = options.pop("name")
-            if name not in ENERGY_TERMS:
-                raise ValueError(f"unknown energy term '{name}'; available: {sorted(ENERGY_TERMS)}")
-            if "irreps_in" in signature(ENERGY_TERMS[name]).parameters:  # reads features
-                if block_class.features_on != "atoms":
-                    raise ValueError(f"energy term '{name}' reads per-atom features, but "
-                                     f"{block_class.__name__} passes its features on "
-                                     f"{block_class.features_on}")
-                options["irreps_in"] = stages[-1].irreps_out
-            terms.append(ENERGY_TERMS[name](species=list(config["species"]), cutoff=cutoff,
-                                            **options))
-        distance_floor = build_distance_floor(config)
+        parts = family.build(context, family.options(**dict(config.get("block_options") or {})))
+        last = parts.blocks[-1] if parts.blocks else parts.embedding
+        features = last.irreps_out if family.features_on == "atoms" else None
         return Potential(
-            species=config["species"], cutoff=cutoff,
-            embedding=embedding,
+            config=config, species=context.species, cutoff=cutoff, embedding=parts.embedding,
             radial_basis=BesselBasis(cutoff, num_radial),
             envelope=PolynomialEnvelope(cutoff, int(config.get("envelope_exponent", 6))),
-            blocks=stages[1:], readouts=readouts,
+            blocks=parts.blocks, readouts=parts.readouts,
             reference_energies=config["reference_energies"], shift=config["shift"],
-            scale=config["scale"], energy_terms=terms,
-            distance_floor=distance_floor)
+            scale=config["scale"],
+            energy_terms=build_energy_terms(config, features, family.name),
+            distance_floor=build_distance_floor(config))
+
+
+def build_energy_terms(config: Mapping, features=None, owner: str = "the model",
+                       fixed_only: bool = False) -> list[EnergyTerm]:
+    """The energy terms named in ``config["energy_terms"]`` (only the fixed ones with
+    ``fixed_only``); ``features``: the irreps of the last stage's per-atom features, None where
+    the network has none (its features live on edges)."""
+    context = TermContext(species=tuple(int(z) for z in config["species"]),
+                          cutoff=float(config["cutoff"]), features=features)
+    terms = []
+    for entry in config.get("energy_terms") or []:
+        options = dict(entry)
+        term = energy_term_named(options.pop("name"))
+        if fixed_only and not term.fixed:
+            continue
+        if term.reads_features and features is None:
+            raise ValueError(f"energy term '{term.name}' reads per-atom features, but "
+                             f"{owner} passes its features on edges")
+        terms.append(term(context, term.Options(**options)))
+    return terms
+
+
+def build_fixed_terms(config: Mapping, dtype: torch.dtype = torch.float64) -> Potential:
+    """A Potential of the fixed energy terms of ``config`` alone (no network, zero reference
+    energies and shift): what the trained model adds to its network, for any batch."""
+    with _default_dtype(dtype):
+        cutoff = float(config["cutoff"])
+        return Potential(
+            config=config, species=config["species"], cutoff=cutoff, embedding=None,
+            radial_basis=BesselBasis(cutoff, int(config.get("num_radial", 8))),
+            envelope=PolynomialEnvelope(cutoff, int(config.get("envelope_exponent", 6))),
+            blocks=[], readouts={}, reference_energies=[0.0] * len(config["species"]),
+            shift=0.0, scale=0.0, energy_terms=build_energy_terms(config, fixed_only=True))
 
 
 def build_distance_floor(config: Mapping) -> DistanceFloor | None:
     """The floor under the lengths the network reads: at the shortest training distances
     with ``distance_floor_width`` set, else at ``network_floor_factor`` × the covalent radii
-    (width NETWORK_FLOOR_WIDTH), else none (``equipot.nn.distance_floor``)."""
+    (width NETWORK_FLOOR_WIDTH), else none (``equipot.physics.distance_floor``)."""
     width = config.get("distance_floor_width")
     if width is not None:
         if config.get("shortest_distances") is None:

@@ -50,13 +50,13 @@ MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _one_readout_to_readouts_by_
                                                  2: _drop_e3nn_tensor_product_constants}
 
 
-def save_model(path: str | Path, model: Potential, model_config: Mapping,
-               metadata: Mapping | None = None) -> None:
-    """Write the model file atomically (a crash leaves the previous file or none)."""
+def save_model(path: str | Path, model: Potential, metadata: Mapping | None = None) -> None:
+    """Write ``model`` (its config, ``model.config``, and weights) with ``metadata`` to
+    ``path``, atomically (a crash leaves the previous file or none)."""
     checkpoint = {
         "format_version": FORMAT_VERSION,
         "equipot_version": __version__,
-        "model_config": _plain(model_config),
+        "model_config": _plain(model.config),
         "state_dict": {name: tensor.detach().cpu() for name, tensor in
                        model.state_dict().items()},
         "metadata": _plain(metadata or {}),
@@ -98,15 +98,15 @@ def load(path: str | Path, device: str | torch.device = "cpu",
          dtype: torch.dtype | None = None) -> Potential:
     """The Potential saved in ``path``, in eval mode on ``device``.
 
-    Parameters are in ``dtype``, by default the dtype the model was trained in.
+    Parameters are in ``dtype``, by default the dtype the model was trained in;
+    ``model.config`` is the file's model config and ``model.metadata`` its metadata.
     """
     checkpoint = read_checkpoint(path)
     if dtype is None:
         dtype = DTYPES[checkpoint["metadata"].get("dtype", "float32")]
     model = build_potential(checkpoint["model_config"], dtype=dtype)
     model.load_state_dict(checkpoint["state_dict"])
-    model.metadata = checkpoint["metadata"]
-    model.model_config = checkpoint["model_config"]
+    model.metadata = dict(checkpoint["metadata"])
     return model.to(device).eval()
 
 

@@ -13,7 +13,6 @@ Forces and stress come back in float64.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -21,9 +20,9 @@ from torch import nn
 
 from equipot import keys
 from equipot.errors import EquipotInputError
-from equipot.nn.energy_terms import reads_features
 from equipot.nn.geometry import Geometry, edge_vectors
 from equipot.nn.scatter import scatter_sum
+from equipot.physics.term import EnergyTerm
 
 
 def check_irreps_chain(named_modules: Sequence[tuple[str, nn.Module]]) -> None:
@@ -35,23 +34,33 @@ def check_irreps_chain(named_modules: Sequence[tuple[str, nn.Module]]) -> None:
 
 
 class Potential(nn.Module):
-    """``readouts`` maps a stage (0: the embedding, k: block k, counted from 1) to the module
-    reading per-atom energies from that stage's features; stages without one are left out.
-    ``distance_floor`` (``equipot.nn.distance_floor``): the edge lengths the network reads are
-    floored per pair of elements; energy terms read the true ones."""
+    """``config``: the model config it was built from (``equipot.model.build``), kept plain
+    and saved with the weights; ``metadata``: what a model file says about the model's
+    training (empty for a new model). ``readouts`` maps a stage (0: the embedding, k: block k,
+    counted from 1) to the module reading per-atom energies from that stage's features;
+    stages without one are left out. ``embedding=None`` (no blocks, no readouts) makes a
+    Potential of its energy terms alone. ``distance_floor``
+    (``equipot.physics.distance_floor``): the edge lengths the network reads are floored per
+    pair of elements; energy terms read the true ones."""
 
-    def __init__(self, species: Sequence[int], cutoff: float, embedding: nn.Module,
-                 radial_basis: nn.Module, envelope: nn.Module, blocks: Sequence[nn.Module],
-                 readouts: Mapping[int, nn.Module], reference_energies: Sequence[float],
-                 shift: float, scale: float, energy_terms: Sequence[nn.Module] = (),
-                 distance_floor: nn.Module | None = None):
+    def __init__(self, config: Mapping, species: Sequence[int], cutoff: float,
+                 embedding: nn.Module | None, radial_basis: nn.Module, envelope: nn.Module,
+                 blocks: Sequence[nn.Module], readouts: Mapping[int, nn.Module],
+                 reference_energies: Sequence[float], shift: float, scale: float,
+                 energy_terms: Sequence[EnergyTerm] = (), distance_floor: nn.Module | None = None):
         super().__init__()
+        self.config = dict(config)
+        self.metadata: dict = {}
         stages = [("embedding", embedding)] + [(f"block {k} ({type(block).__name__})", block)
                                                for k, block in enumerate(blocks, 1)]
-        check_irreps_chain(stages)
-        if not readouts or not set(readouts) <= set(range(len(stages))):
-            raise ValueError(f"readouts are needed at stages within 0 … {len(blocks)}, "
-                             f"got {sorted(readouts)}")
+        if embedding is None:
+            if blocks or readouts:
+                raise ValueError("a Potential without an embedding has no blocks or readouts")
+        else:
+            check_irreps_chain(stages)
+            if not readouts or not set(readouts) <= set(range(len(stages))):
+                raise ValueError(f"readouts are needed at stages within 0 … {len(blocks)}, "
+                                 f"got {sorted(readouts)}")
         for stage, readout in readouts.items():
             check_irreps_chain([stages[stage], (f"readout {stage}", readout)])
         self.species = [int(z) for z in species]
@@ -65,7 +74,7 @@ class Potential(nn.Module):
         self.energy_terms = nn.ModuleList(energy_terms)
         self.distance_floor = distance_floor
         for term in energy_terms:  # terms reading features read the last stage's
-            if reads_features(term):
+            if term.reads_features:
                 check_irreps_chain([stages[-1], (f"energy term {type(term).__name__}", term)])
         lookup = torch.full((max(self.species) + 1,), -1, dtype=torch.long)
         lookup[self.species] = torch.arange(len(self.species))
@@ -76,7 +85,9 @@ class Potential(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
+        """The network's dtype (that of the first floating-point parameter or buffer)."""
+        return next(tensor.dtype for tensor in (*self.parameters(), *self.buffers())
+                    if tensor.is_floating_point())
 
     def check_species(self, atomic_numbers: np.ndarray, source: str = "<atoms>",
                       index: int | None = None) -> None:
@@ -125,33 +136,32 @@ class Potential(nn.Module):
                                cell[atom_graph[centre]]).to(dtype)
         lengths = torch.linalg.vector_norm(vectors, dim=-1)
         species = self.species_of_z[z]
-        physical = (vectors, lengths)  # what energy terms read
-        if self.distance_floor is not None:
-            floored = self.distance_floor(lengths, species[centre], species[neighbour])
-            vectors, lengths = vectors * (floored / lengths).unsqueeze(-1), floored
-        geometry = Geometry(
+        geometry = Geometry(  # the true geometry, which energy terms read
             atomic_numbers=z, species=species, batch=atom_graph, num_graphs=num_graphs,
             positions=positions, cell=cell, pbc=batch[keys.PBC], centre=centre,
             neighbour=neighbour, shifts=shifts, vectors=vectors, lengths=lengths,
-            radial_basis=self.radial_basis(lengths), envelope=self.envelope(lengths),
+            radial_functions=self.radial_basis, envelope_function=self.envelope,
             total_charge=batch[keys.TOTAL_CHARGE] if keys.TOTAL_CHARGE in batch else None)
+        network_geometry = geometry
+        if self.distance_floor is not None:
+            floored = self.distance_floor(lengths, species[centre], species[neighbour])
+            network_geometry = geometry.with_lengths(
+                vectors * (floored / lengths).unsqueeze(-1), floored)
 
-        features = self.embedding(geometry)
-        network_energies = self._read(0, features, geometry)
-        for stage, block in enumerate(self.blocks, 1):
-            features = block(features, geometry)
-            network_energies = network_energies + self._read(stage, features, geometry)
+        features, network_energies = None, lengths.new_zeros(len(z))
+        if self.embedding is not None:
+            features = self.embedding(network_geometry)
+            network_energies = self._read(0, features, network_geometry)
+            for stage, block in enumerate(self.blocks, 1):
+                features = block(features, network_geometry)
+                network_energies = network_energies + self._read(stage, features,
+                                                                 network_geometry)
         atomic_energies = (self.scale * network_energies + self.shift).double()
         atomic_energies = atomic_energies + self.reference_energies[species]
-        if self.distance_floor is not None:
-            geometry = replace(geometry, vectors=physical[0], lengths=physical[1], _shared={})
         term_outputs = {}  # charges, dipoles … of terms that give more than energies
         for term in self.energy_terms:
-            result = term(geometry, features) if reads_features(term) else term(geometry)
-            if isinstance(result, Mapping):
-                term_outputs.update(result)
-                result = term_outputs.pop(keys.ATOMIC_ENERGIES)
-            atomic_energies = atomic_energies + result.double()
+            term_outputs.update(term(geometry, features))
+            atomic_energies = atomic_energies + term_outputs.pop(keys.ATOMIC_ENERGIES).double()
         energy = scatter_sum(atomic_energies, atom_graph, num_graphs)
         out = {keys.ENERGY: energy, keys.ATOMIC_ENERGIES: atomic_energies, **term_outputs}
         if not gradient_inputs:
@@ -165,7 +175,8 @@ class Potential(nn.Module):
             periodic = batch[keys.PBC].any(dim=1)
             safe_volume = torch.where(periodic, volume, torch.ones_like(volume))
             stress = gradients[-1] / safe_volume[:, None, None]
-            out[keys.STRESS] = torch.where(periodic[:, None, None], stress, torch.zeros_like(stress))
+            out[keys.STRESS] = torch.where(periodic[:, None, None], stress,
+                                           torch.zeros_like(stress))
         if not create_graph:  # autograd.grad freed the graph: nothing can flow back any more
             out = {name: value.detach() for name, value in out.items()}
         return out

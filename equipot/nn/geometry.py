@@ -2,13 +2,15 @@
 
 Built once per forward pass by the Potential from (possibly strained) positions and cell, so
 that every block shares the same edge vectors and radial basis and gradients flow back to
-positions and strain in one place.
+positions and strain in one place. The radial basis and envelope are functions of the
+geometry's own lengths, computed on the first request: a geometry with other lengths (the
+network's floored ones, ``with_lengths``) has its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -45,14 +47,29 @@ class Geometry:
     shifts: torch.Tensor  # [E, 3] float64 integers S, cell shifts of the edges
     vectors: torch.Tensor  # [E, 3] Å, r_ij = pos[j] − pos[i] + S @ cell
     lengths: torch.Tensor  # [E] Å
-    radial_basis: torch.Tensor  # [E, B], raw radial basis of the lengths
-    envelope: torch.Tensor  # [E], smooth cutoff envelope, 1 at r = 0 and 0 from the cutoff
+    radial_functions: Callable[[torch.Tensor], torch.Tensor]  # lengths [E] → basis [E, B]
+    envelope_function: Callable[[torch.Tensor], torch.Tensor]  # lengths [E] → envelope [E]
     total_charge: torch.Tensor | None = None  # [G] e, given total charges (None: all neutral)
     _shared: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_atoms(self) -> int:
         return self.atomic_numbers.shape[0]
+
+    @cached_property
+    def radial_basis(self) -> torch.Tensor:
+        """[E, B] raw radial basis of the lengths, computed once and shared by every block."""
+        return self.radial_functions(self.lengths)
+
+    @cached_property
+    def envelope(self) -> torch.Tensor:
+        """[E] smooth cutoff envelope of the lengths, 1 at r = 0 and 0 from the cutoff."""
+        return self.envelope_function(self.lengths)
+
+    def with_lengths(self, vectors: torch.Tensor, lengths: torch.Tensor) -> Geometry:
+        """The same atoms and edges with other edge vectors [E, 3] and lengths [E] (Å), and
+        nothing computed from the old ones."""
+        return replace(self, vectors=vectors, lengths=lengths, _shared={})
 
     @cached_property
     def unit_vectors(self) -> torch.Tensor:

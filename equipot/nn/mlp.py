@@ -9,7 +9,8 @@ from torch import nn
 
 
 class ShiftedSoftplus(nn.Module):
-    """ssp(x) = ln(1 + eˣ) − ln 2: smooth (forces and their derivatives stay continuous), ssp(0) = 0."""
+    """ssp(x) = ln(1 + eˣ) − ln 2: smooth (forces and their derivatives stay continuous),
+    ssp(0) = 0."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.softplus(x) - math.log(2.0)

@@ -3,8 +3,9 @@
 Every key must be one that some component reads, and every choice one that exists: a typo
 (``+model.num_featurs=64``), a dtype or optimizer that does not exist, fails at once with the
 valid options listed, instead of being stored and ignored or failing after the data is loaded.
-The keys a component reads are those its constructor takes (the options the builder fills in
-itself excluded); the rest of the root config is listed here.
+The keys a component reads are those its constructor takes (the arguments its caller fills in
+itself excluded), or, for block families and energy terms, the fields of their declared
+``Options``; the rest of the root config is listed here.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from inspect import signature
 
 import pytorch_lightning as pl
 
+from equipot.blocks.ewald_messages import EwaldMessagePassing
+from equipot.blocks.registry import FAMILIES
 from equipot.data.datamodule import AtomisticDataModule
 from equipot.errors import EquipotInputError
-from equipot.model.build import ARCHITECTURE, BLOCKS, BUILDER_SUPPLIED, DTYPES, STATISTICS
-from equipot.nn.energy_terms import ENERGY_TERMS
-from equipot.nn.ewald_message_passing import EwaldMessagePassing
+from equipot.model.build import ARCHITECTURE, DTYPES, STATISTICS, option_names
+from equipot.physics.registry import ENERGY_TERMS
 from equipot.train.dimer_repulsion import DimerRepulsion
 from equipot.train.loss import PENALTIES, WeightedLoss
 from equipot.train.module import OPTIMIZERS, SCHEDULERS
@@ -73,10 +75,10 @@ def check_config(settings: Mapping) -> None:
 def check_model(model: Mapping, problems: list[str]) -> None:
     """Keys of the model section, its block's options and its energy terms'."""
     check_keys(model, ARCHITECTURE + STATISTICS, "model.", problems)
-    if not check_choice(model, "block", BLOCKS, problems, "model.", required=True):
+    if not check_choice(model, "block", FAMILIES, problems, "model.", required=True):
         return
     block_options = model.get("block_options") or {}
-    check_keys(block_options, options(BLOCKS[model["block"]], BUILDER_SUPPLIED),
+    check_keys(block_options, option_names(FAMILIES[model["block"]].options),
                "model.block_options.", problems, f"the {model['block']} block")
     for index, term in enumerate(model.get("energy_terms") or []):
         where = f"model.energy_terms[{index}]."
@@ -84,8 +86,7 @@ def check_model(model: Mapping, problems: list[str]) -> None:
             problems.append(f"{where.rstrip('.')} must be a mapping {{name: ..., options}}, "
                             f"got {term!r}")
         elif check_choice(term, "name", ENERGY_TERMS, problems, where, required=True):
-            allowed = ["name"] + options(ENERGY_TERMS[term["name"]],
-                                         ("species", "cutoff", "irreps_in"))
+            allowed = ["name"] + option_names(ENERGY_TERMS[term["name"]].Options)
             check_keys(term, allowed, where, problems, f"energy term {term['name']}")
     if isinstance(model.get("long_range_messages"), Mapping):
         check_keys(model["long_range_messages"], options(EwaldMessagePassing, ("irreps",)),

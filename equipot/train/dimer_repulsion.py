@@ -2,15 +2,16 @@
 
 The ZBL prior repels at nuclear distances, but between its switch-off and the shortest distance
 a pair ever has in the training set nothing constrains the network, and there its extrapolation
-often attracts: a trained model then fails the short-range check (``equipot.short_range``). A
-smooth prior cannot fix that afterwards: where the network's dimer slope at r_min is attractive,
-any energy that stays smooth and agrees with it on the data dips just below r_min. So the
-training itself is told. Every training batch gets K isolated dimers of every element pair
-appended, at distances drawn anew each step, stratified over [r_f, r_min] (r_min: the check's
-threshold, the pair's shortest training distance; r_f: the model's distance floor, below which
-its network is blind and ZBL alone decides, ``equipot.nn.distance_floor``; 0.1 Å without one:
-a network free to extrapolate to 0.1 Å can answer the penalty with walls of 10¹¹ eV there,
-which end training in overflow), and the loss gains
+often attracts: a trained model then fails the short-range check
+(``equipot.analysis.short_range``). A smooth prior cannot fix that afterwards: where the
+network's dimer slope at r_min is attractive, any energy that stays smooth and agrees with it on
+the data dips just below r_min. So the training itself is told. Every training batch gets K
+isolated dimers of every element pair appended, at distances drawn anew each step, stratified
+over [r_f, r_min] (r_min: the check's threshold, the pair's shortest training distance; r_f: the
+model's distance floor, below which its network is blind and ZBL alone decides,
+``equipot.physics.distance_floor``; 0.1 Å without one: a network free to extrapolate to 0.1 Å
+can answer the penalty with walls of 10¹¹ eV there, which end training in overflow), and the
+loss gains
 
     L_rep = w · mean over dimers of max(0, dE/dr + m)
 
@@ -30,7 +31,8 @@ from torch_geometric.data import Batch
 
 from equipot import keys
 from equipot.data.graph import MIN_DISTANCE, atoms_per_structure
-from equipot.short_range import check_thresholds, element_pairs
+from equipot.physics.elements import element_pairs, repulsion_thresholds
+
 
 class DimerRepulsion(nn.Module):
     """Appends dimers to a batch and scores how much they attract below r_min (see module)."""
@@ -46,7 +48,7 @@ class DimerRepulsion(nn.Module):
             raise ValueError(f"dimer_repulsion.samples_per_pair must be ≥ 1, got "
                              f"{samples_per_pair}")
         self.weight, self.margin, self.samples = weight, margin, samples_per_pair
-        thresholds = check_thresholds(species, shortest_distances)
+        thresholds = repulsion_thresholds(species, shortest_distances)
         pairs = element_pairs(species)
         numbers = torch.tensor([(species[i], species[j]) for i, j in pairs])  # [P, 2]
         self.register_buffer("numbers", numbers.repeat_interleave(samples_per_pair, 0).flatten(),

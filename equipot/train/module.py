@@ -7,7 +7,7 @@ checkpoint, drives early stopping and the plateau schedule, is the better of the
 (``val/ema_loss``, ``val/raw_loss``), and the module records which one it was in
 ``validation``, which travels with every checkpoint, so that the model saved from the best
 checkpoint is the one validated. Test
-metrics come from ``equipot.evaluation``, which scores the saved model exactly as the ASE
+metrics come from ``equipot.analysis.evaluation``, which scores the saved model exactly as the ASE
 calculator runs it. Non-finite losses or gradients stop training (``TrainingDiverged``).
 """
 

@@ -7,7 +7,7 @@
   network's output so it learns numbers of order one;
 - average number of neighbours: normalises message sums so depth and density don't blow them up;
 - shortest distances: per element pair, the closest approach in the training set (Å), the
-  edge of the data that the short-range check (``equipot.short_range``) tests below.
+  edge of the data that the short-range check (``equipot.analysis.short_range``) tests below.
 
 Energy terms that are fixed functions of the structure (``fixed = True``, e.g. the ZBL prior)
 are subtracted from the labels first: E0, shift and scale describe what the network must learn.
@@ -26,16 +26,11 @@ from equipot import keys
 from equipot.data.dataset import GraphDataset
 from equipot.data.reading import LabelKeys, read_labels, read_structures
 from equipot.errors import EquipotInputError
-from equipot.model.build import build_potential
-from equipot.nn.energy_terms import ENERGY_TERMS, is_fixed
+from equipot.model.build import build_fixed_terms
 from equipot.nn.geometry import edge_vectors
+from equipot.physics.registry import ENERGY_TERMS
 
 PRIOR_BATCH_SIZE = 64  # structures per batch when evaluating fixed energy terms
-# The cheapest network build_potential makes: a species embedding read out directly. Scaled
-# by 0, it leaves a Potential that computes the fixed energy terms alone.
-NO_NETWORK = {"block": "schnet", "num_blocks": 0, "num_features": 1, "readout_hidden": 1,
-              "block_options": {}, "shift": 0.0, "scale": 0.0, "avg_num_neighbors": 1.0,
-              "distance_floor_width": None, "long_range_messages": None}
 
 
 def isolated_atom_energies(path: str | Path, energy_key: str = "energy") -> dict[int, float]:
@@ -82,16 +77,12 @@ def fixed_term_labels(dataset: GraphDataset, species: list[int], model_config: M
     """Energies [G] (eV) and forces [N, 3] (eV/Å) of the fixed energy terms named in
     ``model_config`` on every structure of ``dataset`` (zeros without such terms).
 
-    They come from a Potential with the config's cutoff, radial basis and envelope and no
-    network (NO_NETWORK), so the numbers are exactly those the trained model adds.
+    They come from a Potential of those terms alone (``build_fixed_terms``), so the numbers
+    are exactly those the trained model adds.
     """
-    terms = [term for term in model_config.get("energy_terms") or []
-             if is_fixed(ENERGY_TERMS.get(term["name"]))]
-    if not terms:
+    if not any(ENERGY_TERMS[term["name"]].fixed for term in model_config.get("energy_terms") or []):
         return np.zeros(len(dataset)), np.zeros((len(dataset.tensors[keys.ATOMIC_NUMBERS]), 3))
-    prior = build_potential({**model_config, **NO_NETWORK, "energy_terms": terms,
-                             "species": species, "reference_energies": [0.0] * len(species)},
-                            dtype=torch.float64).eval()
+    prior = build_fixed_terms({**model_config, "species": species}).eval()
     outputs = [prior(batch, compute_forces=True)
                for batch in DataLoader(dataset, batch_size=PRIOR_BATCH_SIZE, shuffle=False)]
     return (np.concatenate([out[keys.ENERGY].numpy() for out in outputs]),

@@ -34,28 +34,22 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from ase import Atoms
+from ase.data import chemical_symbols
+from torch_geometric.data import Batch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from ase import Atoms  # noqa: E402
-from ase.data import chemical_symbols  # noqa: E402
-from torch_geometric.data import Batch  # noqa: E402
-
-from equipot import keys  # noqa: E402
-from equipot.data.graph import MIN_DISTANCE, atoms_to_graph  # noqa: E402
-from equipot.io import atomic_path, atomic_write_text  # noqa: E402
-from equipot.model.potential import Potential  # noqa: E402
-from equipot.nn.zbl import covalent_radius_sums  # noqa: E402
+from equipot import keys
+from equipot.data.graph import MIN_DISTANCE, atoms_to_graph
+from equipot.io import atomic_path, atomic_write_text
+from equipot.model.potential import Potential
+from equipot.physics.elements import NO_TRAINING_DATA, element_pairs, repulsion_thresholds
 
 GRID_STEP = 0.01  # Å, about; the grid runs from MIN_DISTANCE (0.1 Å) to the cutoff
 BATCH_SIZE = 1024  # structures per model call
 DIP_TOLERANCE = 1e-3  # eV
 PLOT_CEILING = 10.0  # eV above the separated atoms
-BINDING_BOUND_FACTOR = 0.6  # r_b / (R_i + R_j): no dimer binds closer (see above)
-NO_TRAINING_DATA = "no training data"
 CRITERION = (f"on the grid points r <= r_min: E(0.1 Å) > E(r_min), and E(r) >= E(r') - "
              f"{DIP_TOLERANCE * 1000:g} meV for all r < r' <= r_min")
 
@@ -113,11 +107,6 @@ def dimer_grid(cutoff: float) -> np.ndarray:
     return np.linspace(MIN_DISTANCE, cutoff, points).round(12)
 
 
-def element_pairs(species: list[int]) -> list[tuple[int, int]]:
-    """Every unordered pair (i, j), i ≤ j, of indices into ``species``."""
-    return [(i, j) for i in range(len(species)) for j in range(i, len(species))]
-
-
 def dimer_energies(model: Potential, distances: np.ndarray) -> np.ndarray:
     """[P, R] energies (eV) of the isolated dimer of every element pair at every distance."""
     dimers = [Atoms(numbers=[model.species[i], model.species[j]],
@@ -156,23 +145,6 @@ def check_pair(name: str, atomic_numbers: tuple[int, int], distances: np.ndarray
                      (float(r[deepest]), float(r[top])), verdict)
 
 
-def check_thresholds(species: list[int], shortest_distances: list[list[float | None]] | None
-                     ) -> dict[tuple[int, int], tuple[float, str]]:
-    """(r_min in Å, where it comes from) of every element pair (indices into ``species``)."""
-    thresholds, radius_sums = {}, covalent_radius_sums(species)
-    for i, j in element_pairs(species):
-        if shortest_distances is None:
-            thresholds[i, j] = (float(radius_sums[i, j]), "sum of covalent radii: model file "
-                                                          "has no shortest training distances")
-        elif shortest_distances[i][j] is None:
-            thresholds[i, j] = (BINDING_BOUND_FACTOR * float(radius_sums[i, j]),
-                                f"{NO_TRAINING_DATA}: {BINDING_BOUND_FACTOR:g} × covalent "
-                                f"radii, below which no dimer binds")
-        else:
-            thresholds[i, j] = (float(shortest_distances[i][j]), "shortest training distance")
-    return thresholds
-
-
 def check_short_range(model: Potential, shortest_distances: list[list[float | None]] | None,
                       output_dir: str | Path) -> ShortRangeReport:
     """Compute, judge and write the report of ``model`` (see the module docstring).
@@ -185,7 +157,7 @@ def check_short_range(model: Potential, shortest_distances: list[list[float | No
     distances = dimer_grid(model.cutoff)
     curves = dimer_energies(model, distances)
     atom_energies = model_energies(model, [Atoms(numbers=[z]) for z in species])
-    thresholds = check_thresholds(species, shortest_distances)
+    thresholds = repulsion_thresholds(species, shortest_distances)
     pairs = []
     for (i, j), energies in zip(element_pairs(species), curves):
         name = f"{symbols[i]}-{symbols[j]}"
@@ -216,7 +188,10 @@ def write_curve(stem: Path, distances: np.ndarray, energies: np.ndarray, separat
         np.savetxt(temporary, np.column_stack([distances, energies, relative]), delimiter=",",
                    fmt="%.15g", header="distance_A,energy_eV,energy_above_separated_atoms_eV",
                    comments="")
-    figure, axis = plt.subplots(figsize=(5.5, 4))
+    from matplotlib.figure import Figure  # imported where used: no backend is switched
+
+    figure = Figure(figsize=(5.5, 4))
+    axis = figure.subplots()
     axis.plot(distances, relative, color="black", linewidth=1)
     axis.axvline(check.r_min, color="tab:blue", linestyle="--", linewidth=0.8,
                  label=f"r_min = {check.r_min:.3f} Å ({check.r_min_source.split(':')[0]})")
@@ -231,7 +206,6 @@ def write_curve(stem: Path, distances: np.ndarray, energies: np.ndarray, separat
     figure.tight_layout()
     with atomic_path(stem.with_suffix(".png")) as temporary:
         figure.savefig(temporary, dpi=120, format="png")
-    plt.close(figure)
 
 
 def format_report(report: ShortRangeReport, output_dir: str | Path) -> str:

@@ -18,18 +18,20 @@ vectors are invariant, so scalars stay invariant.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from e3nn import o3
 from torch import nn
 
-from equipot.nn.block import InteractionBlock
+from equipot.blocks.contract import BlockContext, Family, FamilyParts, species_embedding_parts
 from equipot.nn.geometry import Geometry
 from equipot.nn.irreps import require_irreps
 from equipot.nn.mlp import mlp
 from equipot.nn.scatter import scatter_sum
 
 
-class PaiNNInteraction(InteractionBlock):
+class PaiNNInteraction(nn.Module):
     def __init__(self, irreps_in: o3.Irreps, num_features: int, num_radial: int,
                  avg_num_neighbors: float, epsilon: float = 1e-8):
         super().__init__()
@@ -69,3 +71,17 @@ class PaiNNInteraction(InteractionBlock):
         v = v + a_vv.unsqueeze(-1) * u_v
         s = s + a_ss + a_sv * (u_v * v_v).sum(-1)
         return torch.cat([s, v.reshape(num_atoms, 3 * F)], dim=-1)
+
+
+@dataclass(frozen=True)
+class PaiNNOptions:
+    epsilon: float = 1e-8  # keeps ‖V v‖ differentiable at v = 0
+
+
+def build_painn(context: BlockContext, options: PaiNNOptions) -> FamilyParts:
+    return species_embedding_parts(context, lambda irreps, _: PaiNNInteraction(
+        irreps, context.num_features, context.num_radial, context.avg_num_neighbors,
+        options.epsilon))
+
+
+PAINN = Family("painn", build_painn, PaiNNOptions)

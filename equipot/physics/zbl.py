@@ -26,18 +26,18 @@ itself may attract. ZBL is no model of a bond: at the C–H bond length it still
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
-from ase.data import chemical_symbols, covalent_radii
-from torch import nn
+from ase.data import chemical_symbols
 
+from equipot import keys
 from equipot.errors import EquipotInputError
-from equipot.nn.energy_terms import register_energy_term
 from equipot.nn.geometry import Geometry
 from equipot.nn.scatter import scatter_sum
+from equipot.physics.elements import COULOMB_CONSTANT, covalent_radius_sums
+from equipot.physics.term import EnergyTerm, TermContext
 
-COULOMB_CONSTANT = 14.399645  # eV·Å, e²/(4πε₀)
 SCREENING_LENGTH = 0.46850  # Å, 0.8854 a₀
 SCREENING_EXPONENT = 0.23
 SCREENING_COEFFICIENTS = (0.18175, 0.50986, 0.28022, 0.02817)
@@ -50,26 +50,23 @@ def smooth_switch(t: torch.Tensor) -> torch.Tensor:
     return 1.0 - t**3 * (10.0 - 15.0 * t + 6.0 * t**2)
 
 
-def covalent_radius_sums(species: Sequence[int]) -> torch.Tensor:
-    """[S, S] Å, float64: R_i + R_j for every pair of ``species`` (ASE's covalent radii, Cordero
-    2008), the length scale of the prior's switch, of the network floor and of the short-range
-    check's fallback."""
-    radii = torch.tensor(covalent_radii[list(species)], dtype=torch.float64)
-    return radii[:, None] + radii[None, :]
+@dataclass(frozen=True)
+class ZBLOptions:
+    inner_factor: float = 0.5  # r_in / (R_i + R_j): full strength below
+    outer_factor: float = 0.8  # r_out / (R_i + R_j): zero beyond; r_out ≤ the cutoff
 
 
-@register_energy_term("zbl")
-class ZBLRepulsion(nn.Module):
-    """Per-atom energies [N] eV: e_i = ½ Σ_j V(r_ij) s(r_ij) over the edges of atom i.
+class ZBLRepulsion(EnergyTerm):
+    """Per-atom energies [N] eV: e_i = ½ Σ_j V(r_ij) s(r_ij) over the edges of atom i."""
 
-    ``species``: the model's atomic numbers; ``cutoff`` (Å): every r_out must lie within it.
-    """
-
+    name = "zbl"
+    Options = ZBLOptions
     fixed = True  # no learned parts: statistics are fitted to the labels minus this prior
 
-    def __init__(self, species: Sequence[int], cutoff: float, inner_factor: float = 0.5,
-                 outer_factor: float = 0.8):
+    def __init__(self, context: TermContext, options: ZBLOptions):
         super().__init__()
+        species, cutoff = context.species, context.cutoff
+        inner_factor, outer_factor = options.inner_factor, options.outer_factor
         if not 0.0 <= inner_factor < outer_factor:
             raise EquipotInputError(f"zbl needs 0 ≤ inner_factor < outer_factor, got "
                                     f"{inner_factor} and {outer_factor}", field="energy_terms")
@@ -109,8 +106,10 @@ class ZBLRepulsion(nn.Module):
                      * self.screening(lengths / self.screening_length[species_i, species_j]))
         return repulsion * smooth_switch((lengths - inner) / (outer - inner))
 
-    def forward(self, geometry: Geometry) -> torch.Tensor:
+    def forward(self, geometry: Geometry, features: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
         species = geometry.species
         pair = self.pair_energy(geometry.lengths, species[geometry.centre],
                                 species[geometry.neighbour])
-        return scatter_sum(0.5 * pair, geometry.centre, geometry.num_atoms)
+        return {keys.ATOMIC_ENERGIES: scatter_sum(0.5 * pair, geometry.centre,
+                                                  geometry.num_atoms)}

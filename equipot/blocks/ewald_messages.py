@@ -127,9 +127,6 @@ class WithEwaldMessages(nn.Module):
 
     def __init__(self, block: nn.Module, options: Mapping):
         super().__init__()
-        if block.features_on != "atoms":
-            raise ValueError(f"long_range_messages act on atom features, but "
-                             f"{type(block).__name__} passes its features on {block.features_on}")
         self.block = block
         self.long_range = EwaldMessagePassing(block.irreps_out, **options)
         self.irreps_in, self.irreps_out = block.irreps_in, block.irreps_out

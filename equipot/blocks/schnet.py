@@ -12,18 +12,20 @@ A continuous-filter convolution of invariant atom features h (F channels):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from e3nn import o3
 from torch import nn
 
-from equipot.nn.block import InteractionBlock
+from equipot.blocks.contract import BlockContext, Family, FamilyParts, species_embedding_parts
 from equipot.nn.geometry import Geometry
 from equipot.nn.irreps import require_irreps
 from equipot.nn.mlp import mlp
 from equipot.nn.scatter import scatter_sum
 
 
-class SchNetInteraction(InteractionBlock):
+class SchNetInteraction(nn.Module):
     def __init__(self, irreps_in: o3.Irreps, num_features: int, num_radial: int,
                  avg_num_neighbors: float, num_filters: int | None = None):
         super().__init__()
@@ -40,3 +42,17 @@ class SchNetInteraction(InteractionBlock):
         messages = x[geometry.neighbour] * filters
         aggregated = scatter_sum(messages, geometry.centre, geometry.num_atoms)
         return features + self.update(aggregated * self.inv_avg_num_neighbors)
+
+
+@dataclass(frozen=True)
+class SchNetOptions:
+    num_filters: int | None = None  # width of W_in and the filters (default: num_features)
+
+
+def build_schnet(context: BlockContext, options: SchNetOptions) -> FamilyParts:
+    return species_embedding_parts(context, lambda irreps, _: SchNetInteraction(
+        irreps, context.num_features, context.num_radial, context.avg_num_neighbors,
+        options.num_filters))
+
+
+SCHNET = Family("schnet", build_schnet, SchNetOptions)

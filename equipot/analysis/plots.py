@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from equipot import keys  # noqa: E402
-from equipot.io import atomic_path  # noqa: E402
+from equipot import keys
+from equipot.io import atomic_path
 
 LABELS = {keys.ENERGY: ("energy per atom", "eV/atom"), keys.FORCES: ("force components", "eV/Å")}
 
@@ -19,10 +15,13 @@ LABELS = {keys.ENERGY: ("energy per atom", "eV/atom"), keys.FORCES: ("force comp
 def write_parity_plots(pairs: dict[str, tuple[np.ndarray, np.ndarray]], directory: Path
                        ) -> list[Path]:
     """One ``parity_<field>.png`` per field in ``pairs``; returns the paths written."""
+    from matplotlib.figure import Figure  # imported where used: no backend is switched
+
     written = []
     for field, (reference, predicted) in pairs.items():
         name, unit = LABELS[field]
-        figure, axis = plt.subplots(figsize=(4.5, 4.5))
+        figure = Figure(figsize=(4.5, 4.5))
+        axis = figure.subplots()
         axis.scatter(reference, predicted, s=3, alpha=0.5)
         low, high = min(reference.min(), predicted.min()), max(reference.max(), predicted.max())
         axis.plot([low, high], [low, high], color="black", linewidth=0.8)
@@ -33,6 +32,5 @@ def write_parity_plots(pairs: dict[str, tuple[np.ndarray, np.ndarray]], director
         path = Path(directory) / f"parity_{field}.png"
         with atomic_path(path) as temporary:
             figure.savefig(temporary, dpi=120, format="png")
-        plt.close(figure)
         written.append(path)
     return written

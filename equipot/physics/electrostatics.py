@@ -2,7 +2,7 @@
 
     q̃_i = MLP(scalars of x_i) + q_0(z_i)                     charge head on the last features
     q_i  = q̃_i + (Q − Σ_{j∈G} q̃_j) / N_G                     each structure's Σ q = its charge Q
-    e_i  = ½ k_e q_i φ_i                                      Coulomb or Ewald (equipot/nn/ewald.py)
+    e_i  = ½ k_e q_i φ_i                                      Coulomb or Ewald (physics/ewald.py)
     μ    = Σ_i q_i r_i                                        dipole of a molecule (e·Å)
 
 The charges are learned from energies and forces alone, or also from reference dipoles
@@ -11,16 +11,18 @@ The charges are learned from energies and forces alone, or also from reference d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from e3nn import o3
 from torch import nn
 
 from equipot import keys
-from equipot.nn.energy_terms import register_energy_term
-from equipot.nn.ewald import electrostatic_energies
 from equipot.nn.geometry import Geometry
 from equipot.nn.readout import ScalarReadout
 from equipot.nn.scatter import scatter_sum
+from equipot.physics.ewald import electrostatic_energies
+from equipot.physics.term import EnergyTerm, TermContext
 
 
 def neutralised(charges: torch.Tensor, total_charge: torch.Tensor, batch: torch.Tensor
@@ -32,24 +34,30 @@ def neutralised(charges: torch.Tensor, total_charge: torch.Tensor, batch: torch.
     return charges + (excess / num_atoms)[batch]
 
 
-@register_energy_term("electrostatics")
-class Electrostatics(nn.Module):
+@dataclass(frozen=True)
+class ElectrostaticsOptions:
+    hidden: int = 16  # width of the charge MLP
+    accuracy: float = 1e-8  # ε of the Ewald sum (equipot.physics.ewald.electrostatic_energies)
+    shielding_width: float | None = None  # Å, Gaussian charges of width σ; None: point charges
+
+
+class Electrostatics(EnergyTerm):
     """Per-atom electrostatic energies [N] (eV) of charges read from the last stage's features.
+    The model's cutoff is not needed: the Coulomb sum takes every pair and the Ewald sum
+    chooses its own."""
 
-    ``irreps_in``: that stage's irreps (given by build_potential); ``hidden``: width of the
-    charge MLP; ``accuracy``, ``shielding_width`` (Å, None: point charges): as in
-    ``equipot.nn.ewald.electrostatic_energies``. ``cutoff`` (the model's) is not needed: the
-    Coulomb sum takes every pair and the Ewald sum chooses its own.
-    """
+    name = "electrostatics"
+    Options = ElectrostaticsOptions
+    reads_features = True
 
-    def __init__(self, species: list[int], cutoff: float, irreps_in: o3.Irreps | str,
-                 hidden: int = 16, accuracy: float = 1e-8, shielding_width: float | None = None):
+    def __init__(self, context: TermContext, options: ElectrostaticsOptions):
         super().__init__()
-        self.irreps_in = o3.Irreps(irreps_in)
-        self.charge_head = ScalarReadout(self.irreps_in, hidden)
-        self.species_charges = nn.Parameter(torch.zeros(len(species)))  # q_0(z), e
-        self.accuracy = float(accuracy)
-        self.shielding_width = None if shielding_width is None else float(shielding_width)
+        self.irreps_in = o3.Irreps(context.features)
+        self.charge_head = ScalarReadout(self.irreps_in, options.hidden)
+        self.species_charges = nn.Parameter(torch.zeros(len(context.species)))  # q_0(z), e
+        self.accuracy = float(options.accuracy)
+        self.shielding_width = (None if options.shielding_width is None
+                                else float(options.shielding_width))
 
     def forward(self, geometry: Geometry, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """keys.ATOMIC_ENERGIES [N] (eV), keys.CHARGES [N] (e) and keys.DIPOLE [G, 3] (e·Å;

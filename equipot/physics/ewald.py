@@ -36,13 +36,12 @@ import math
 import numpy as np
 import torch
 
-from equipot.data.neighbors import neighbor_list
 from equipot.errors import EquipotInputError
+from equipot.neighbors import neighbor_list
 from equipot.nn.geometry import edge_vectors
 from equipot.nn.k_vectors import half_space_indices
 from equipot.nn.scatter import scatter_sum
-
-COULOMB_CONSTANT = 14.399645  # k_e = 1/(4π ε_0), eV·Å/e²
+from equipot.physics.elements import COULOMB_CONSTANT
 
 
 def electrostatic_energies(charges: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor,

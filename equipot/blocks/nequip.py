@@ -25,23 +25,21 @@ unit-variance terms has variance n).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from e3nn import o3
 from e3nn.nn import Activation, FullyConnectedNet, Gate
+from torch import nn
 
-from equipot.nn.block import InteractionBlock
+from equipot.blocks.contract import BlockContext, Family, FamilyParts, species_embedding_parts
 from equipot.nn.convolution import EdgeConvolution
 from equipot.nn.geometry import Geometry
+from equipot.nn.irreps import hidden_irreps
 from equipot.nn.species_linear import SpeciesLinear
 
 
-def hidden_irreps(num_features: int, l_max: int, parity: bool) -> o3.Irreps:
-    """The irreps NequIP's features may hold: 0e first, then increasing l."""
-    return o3.Irreps([(num_features, (l, p)) for l in range(l_max + 1)
-                      for p in ((1, -1) if parity else ((-1) ** l,))])
-
-
-class NequIPInteraction(InteractionBlock):
+class NequIPInteraction(nn.Module):
     def __init__(self, irreps_in: o3.Irreps, num_features: int, num_radial: int,
                  avg_num_neighbors: float, num_species: int, l_max: int = 2,
                  parity: bool = True, radial_hidden: int = 64, resnet: bool = False,
@@ -93,3 +91,22 @@ class NequIPInteraction(InteractionBlock):
         out = self.gate(self.linear_out(aggregated)
                         + self.self_connection(features, geometry.species))
         return features[:, :self.irreps_out.dim] + out if self.residual else out
+
+
+@dataclass(frozen=True)
+class NequIPOptions:
+    l_max: int = 2  # highest l of the spherical harmonics and of the features
+    parity: bool = True  # features of both parities (0e, 0o, 1o, 1e, …) or natural only
+    radial_hidden: int = 64  # width of the radial MLP
+    resnet: bool = False  # residual update where input and output irreps agree
+
+
+def build_nequip(context: BlockContext, options: NequIPOptions) -> FamilyParts:
+    """The last block computes only the scalars its readout takes."""
+    return species_embedding_parts(context, lambda irreps, index: NequIPInteraction(
+        irreps, context.num_features, context.num_radial, context.avg_num_neighbors,
+        context.num_species, options.l_max, options.parity, options.radial_hidden,
+        options.resnet, scalar_output=index == context.num_blocks))
+
+
+NEQUIP = Family("nequip", build_nequip, NequIPOptions)

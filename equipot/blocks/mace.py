@@ -41,17 +41,18 @@ MLP (SiLU, no biases) after the last, none after the embedding; the per-atom ene
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from e3nn import o3
 from e3nn.nn import FullyConnectedNet
 from torch import nn
 
-from equipot.nn.block import InteractionBlock
+from equipot.blocks.contract import BlockContext, Family, FamilyParts, chain_blocks
 from equipot.nn.convolution import EdgeConvolution
+from equipot.nn.embedding import SpeciesEmbedding
 from equipot.nn.geometry import Geometry
-from equipot.nn.nequip import hidden_irreps
+from equipot.nn.irreps import hidden_irreps
 from equipot.nn.readout import LinearReadout, ScalarReadout
 from equipot.nn.species_linear import SpeciesLinear
 from equipot.nn.symmetric_contraction import SymmetricContraction
@@ -88,7 +89,7 @@ class MACEReadout(ScalarReadout):
         super().__init__(irreps_in, hidden, activation=nn.SiLU, bias=False)
 
 
-class MACEInteraction(InteractionBlock):
+class MACEInteraction(nn.Module):
     def __init__(self, irreps_in: o3.Irreps, num_features: int, num_radial: int,
                  avg_num_neighbors: float, num_species: int, scalar_output: bool = False,
                  max_L: int = 1, l_max: int = 3, correlation: int = 3,
@@ -163,10 +164,30 @@ class MACEInteraction(InteractionBlock):
         every_species = a.unflatten(2, (self.linear_a.num_species, self.num_features))
         return every_species[:, torch.arange(a.shape[1], device=a.device), species]
 
-    @classmethod
-    def build_readout(cls, irreps: o3.Irreps, stage: int, num_blocks: int,
-                      readout_hidden: int, options: Mapping) -> nn.Module | None:
-        """A linear readout after every block but the last, MACE's MLP after the last."""
-        if stage == 0:
-            return None
-        return LinearReadout(irreps) if stage < num_blocks else MACEReadout(irreps, readout_hidden)
+
+@dataclass(frozen=True)
+class MACEOptions:
+    max_L: int = 1  # highest l of the hidden features (natural parity)
+    l_max: int = 3  # highest l of the spherical harmonics and of A
+    correlation: int = 3  # highest order ν of the products of A
+    radial_hidden: int = 64  # width of the radial MLP
+    radial_layers: int = 3  # its hidden layers
+
+
+def build_mace(context: BlockContext, options: MACEOptions) -> FamilyParts:
+    """A linear readout after every block but the last, MACE's MLP after the last; the
+    first block reads the embedding (no self-connection, W_A per species) and the last
+    computes scalars only."""
+    embedding = SpeciesEmbedding(context.num_species, context.num_features)
+    blocks = chain_blocks(context, embedding.irreps_out, lambda irreps, index: MACEInteraction(
+        irreps, context.num_features, context.num_radial, context.avg_num_neighbors,
+        context.num_species, index == context.num_blocks, options.max_L, options.l_max,
+        options.correlation, options.radial_hidden, options.radial_layers,
+        first_block=index == 1))
+    readouts = {index: (LinearReadout(block.irreps_out) if index < context.num_blocks
+                        else MACEReadout(block.irreps_out, context.readout_hidden))
+                for index, block in enumerate(blocks, 1)}
+    return FamilyParts(embedding, blocks, readouts)
+
+
+MACE = Family("mace", build_mace, MACEOptions)

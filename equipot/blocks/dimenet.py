@@ -30,8 +30,7 @@ block; the reference code trains them), and both bases are computed once per for
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from inspect import signature
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,7 +39,7 @@ from scipy.optimize import brentq
 from scipy.special import spherical_jn
 from torch import nn
 
-from equipot.nn.block import InteractionBlock
+from equipot.blocks.contract import BlockContext, Family, FamilyParts, chain_blocks
 from equipot.nn.geometry import Geometry
 from equipot.nn.irreps import require_irreps
 from equipot.nn.scatter import scatter_sum
@@ -219,17 +218,14 @@ class DimeNetEmbedding(nn.Module):
             [h[geometry.neighbour], h[geometry.centre], rbf], dim=-1)))
 
 
-class DimeNetPlusPlusInteraction(InteractionBlock):
+class DimeNetPlusPlusInteraction(nn.Module):
     """m_ji [E, F] → m_ji [E, F]. ``avg_num_neighbors`` is not used (DimeNet++ does not
-    normalise its sums); ``out_emb_size`` and ``num_output_layers`` configure the output
-    blocks (``build_readout``)."""
-
-    features_on = "edges"
+    normalise its sums)."""
 
     def __init__(self, irreps_in: o3.Irreps, num_features: int, num_radial: int,
                  avg_num_neighbors: float, cutoff: float, int_emb_size: int = 64,
                  basis_emb_size: int = 8, num_spherical: int = 7, num_before_skip: int = 1,
-                 num_after_skip: int = 2, out_emb_size: int = 256, num_output_layers: int = 3):
+                 num_after_skip: int = 2):
         super().__init__()
         F = num_features
         self.irreps_in = self.irreps_out = require_irreps(self, irreps_in, f"{F}x0e")
@@ -256,28 +252,6 @@ class DimeNetPlusPlusInteraction(InteractionBlock):
         y_ji = self.before_skip(silu(self.ji(messages)) + t_ji)
         return self.after_skip(messages + silu(self.skip(y_ji)))
 
-    @classmethod
-    def arguments(cls, options: Mapping) -> dict:
-        """The constructor's arguments for ``options``, defaults filled in (a misspelt option
-        fails here, when the embedding is built)."""
-        bound = signature(cls).bind(irreps_in=None, **options)
-        bound.apply_defaults()
-        return bound.arguments
-
-    @classmethod
-    def build_embedding(cls, num_species: int, options: Mapping) -> nn.Module:
-        arguments = cls.arguments(options)
-        return DimeNetEmbedding(num_species, arguments["num_features"], arguments["num_radial"])
-
-    @classmethod
-    def build_readout(cls, irreps: o3.Irreps, stage: int, num_blocks: int,
-                      readout_hidden: int, options: Mapping) -> nn.Module:
-        """An output block after every stage; ``readout_hidden`` is not used (out_emb_size is
-        its width)."""
-        arguments = cls.arguments(options)
-        return DimeNetOutput(irreps, arguments["num_radial"], arguments["out_emb_size"],
-                             arguments["num_output_layers"])
-
 
 class DimeNetOutput(nn.Module):
     """ε_i = W_out σ(W_L … σ(W_1 W_up Σ_j (W_rbf e_RBF(d_ji)) ⊙ m_ji)): [E, F] → [N]."""
@@ -297,3 +271,33 @@ class DimeNetOutput(nn.Module):
         t = scatter_sum(self.rbf(radial_basis(geometry)) * messages, geometry.centre,
                         geometry.num_atoms)
         return self.out(self.layers(self.up(t))).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class DimeNetOptions:
+    int_emb_size: int = 64  # width of the triplet interaction (W_down → W_up)
+    basis_emb_size: int = 8  # width of the bases' projections W_rbf1, W_sbf1
+    num_spherical: int = 7  # N_sbf, spherical harmonics l = 0 … N_sbf − 1
+    num_before_skip: int = 1  # residual layers before the skip connection
+    num_after_skip: int = 2  # residual layers after it
+    out_emb_size: int = 256  # width of the output blocks
+    num_output_layers: int = 3  # their hidden layers
+
+
+def build_dimenet(context: BlockContext, options: DimeNetOptions) -> FamilyParts:
+    """Messages on edges from the embedding on; an output block after every stage (the
+    output blocks' width is ``out_emb_size``: ``readout_hidden`` is not used)."""
+    F, B = context.num_features, context.num_radial
+    embedding = DimeNetEmbedding(context.num_species, F, B)
+    blocks = chain_blocks(context, embedding.irreps_out, lambda irreps, _: (
+        DimeNetPlusPlusInteraction(irreps, F, B, context.avg_num_neighbors, context.cutoff,
+                                   options.int_emb_size, options.basis_emb_size,
+                                   options.num_spherical, options.num_before_skip,
+                                   options.num_after_skip)))
+    readouts = {stage: DimeNetOutput(embedding.irreps_out, B, options.out_emb_size,
+                                     options.num_output_layers)
+                for stage in range(context.num_blocks + 1)}
+    return FamilyParts(embedding, blocks, readouts)
+
+
+DIMENET = Family("dimenet", build_dimenet, DimeNetOptions, features_on="edges")

@@ -2,8 +2,8 @@
 
 A network only interpolates: for a pair of elements closer than in any training structure its
 energy is an extrapolation, and a smooth fit is as likely to attract as to repel there (the
-short-range report of ``equipot.short_range`` finds dimers of trained models of every family
-collapsing, and falling by up to 10⁶ eV as r → 0). So the lengths the network reads are
+short-range report of ``equipot.analysis.short_range`` finds dimers of trained models of every
+family collapsing, and falling by up to 10⁶ eV as r → 0). So the lengths the network reads are
 floored, per pair of elements, at a radius r_f, and the physics priors (ZBL), which read the
 true lengths, alone decide below:
 
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from equipot.nn.zbl import covalent_radius_sums
+from equipot.physics.elements import covalent_radius_sums
 
 
 def blend_to_identity(u: torch.Tensor) -> torch.Tensor:
