@@ -19,19 +19,6 @@ import equipot
 FIXTURES = Path(__file__).parent / "fixtures" / "model_files"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
 TOLERANCE = dict(rtol=1e-12, atol=1e-12)
-# Files that load but no longer predict what they did, with the change that did it. strict:
-# a migration that restores the old predictions turns the xfail into a failure, so that its
-# entry here is removed.
-CHANGED_SINCE_WRITTEN = {
-    "format1_nequip.pt": (
-        "8f3f3e9 changed NequIP's physics without a format bump or migration: gates SiLU, "
-        "not sigmoid (no option brings sigmoid back), and the residual h_i + Gate(y_i) "
-        "became the resnet option, off by default; a format-1 NequIP file now predicts "
-        "energies ~3-4 eV and forces ~1 eV/A off (resnet=True and sigmoid gates give the "
-        "recorded numbers to 1e-15)"),
-}
-
-
 @pytest.fixture(scope="module")
 def structures():
     return {atoms.info["name"]: atoms
@@ -43,9 +30,7 @@ def test_every_fixture_file_has_expected_predictions():
     assert {entry["format_version"] for entry in EXPECTED.values()} == {1, 2, 3}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=CHANGED_SINCE_WRITTEN[name]))
-    if name in CHANGED_SINCE_WRITTEN else name for name in sorted(EXPECTED)])
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_old_model_file_predicts_as_when_written(name, structures):
     expected = EXPECTED[name]
     raw = torch.load(FIXTURES / name, map_location="cpu", weights_only=True)

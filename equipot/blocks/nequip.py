@@ -38,13 +38,19 @@ from equipot.nn.geometry import Geometry
 from equipot.nn.irreps import hidden_irreps
 from equipot.nn.species_linear import SpeciesLinear
 
+# Activations of the gate scalars that multiply the l > 0 features: SiLU, NequIP's default, or
+# the sigmoid of equipot's first NequIP (model files of format 1, ``equipot.model.checkpoint``).
+GATES = {"silu": torch.nn.functional.silu, "sigmoid": torch.sigmoid}
+
 
 class NequIPInteraction(nn.Module):
     def __init__(self, irreps_in: o3.Irreps, num_features: int, num_radial: int,
                  avg_num_neighbors: float, num_species: int, l_max: int = 2,
                  parity: bool = True, radial_hidden: int = 64, resnet: bool = False,
-                 scalar_output: bool = False):
+                 scalar_output: bool = False, gate: str = "silu"):
         super().__init__()
+        if gate not in GATES:
+            raise ValueError(f"NequIP gate must be one of {sorted(GATES)}, got {gate!r}")
         self.irreps_in = o3.Irreps(irreps_in)
         if self.irreps_in[0][1] != o3.Irrep("0e"):
             raise ValueError(f"NequIPInteraction takes features with 0e scalars first, but the "
@@ -73,7 +79,7 @@ class NequIPInteraction(nn.Module):
                        for _, ir in scalars]
         if gated:
             self.gate = Gate(scalars, activations, o3.Irreps(f"{gated.num_irreps}x0e"),
-                             [torch.nn.functional.silu], gated)
+                             [GATES[gate]], gated)
         else:  # l_max = 0 or scalar output: nothing to gate
             self.gate = Activation(scalars, activations)
         self.linear_out = o3.Linear(irreps_mid, self.gate.irreps_in)
@@ -99,6 +105,7 @@ class NequIPOptions:
     parity: bool = True  # features of both parities (0e, 0o, 1o, 1e, …) or natural only
     radial_hidden: int = 64  # width of the radial MLP
     resnet: bool = False  # residual update where input and output irreps agree
+    gate: str = "silu"  # activation of the gate scalars: silu or sigmoid (GATES)
 
 
 def build_nequip(context: BlockContext, options: NequIPOptions) -> FamilyParts:
@@ -106,7 +113,7 @@ def build_nequip(context: BlockContext, options: NequIPOptions) -> FamilyParts:
     return species_embedding_parts(context, lambda irreps, index: NequIPInteraction(
         irreps, context.num_features, context.num_radial, context.avg_num_neighbors,
         context.num_species, options.l_max, options.parity, options.radial_hidden,
-        options.resnet, scalar_output=index == context.num_blocks))
+        options.resnet, scalar_output=index == context.num_blocks, gate=options.gate))
 
 
 NEQUIP = Family("nequip", build_nequip, NequIPOptions)

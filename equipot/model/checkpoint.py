@@ -45,8 +45,23 @@ def _drop_e3nn_tensor_product_constants(checkpoint: dict) -> dict:
     return {**checkpoint, "state_dict": state_dict, "format_version": 3}
 
 
+def _nequip_as_format_1_built_it(checkpoint: dict) -> dict:
+    """Format 1 → 2, NequIP: every format-1 file predates 8f3f3e9, which made NequIP's gates
+    SiLU instead of sigmoid and its residual (``h_i + Gate(y_i)``, then always on) an option,
+    off by default; a format-1 NequIP config keeps both, explicitly."""
+    config = checkpoint["model_config"]
+    if config.get("block") != "nequip":
+        return checkpoint
+    block_options = {"resnet": True, "gate": "sigmoid", **(config.get("block_options") or {})}
+    return {**checkpoint, "model_config": {**config, "block_options": block_options}}
+
+
+def _format_1_to_2(checkpoint: dict) -> dict:
+    return _one_readout_to_readouts_by_stage(_nequip_as_format_1_built_it(checkpoint))
+
+
 # format_version k → function upgrading a format-k dict to format k + 1.
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _one_readout_to_readouts_by_stage,
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _format_1_to_2,
                                                  2: _drop_e3nn_tensor_product_constants}
 
 
