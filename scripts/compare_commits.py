@@ -55,8 +55,10 @@ def main() -> None:
     parser.add_argument("b")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--script", default="benchmark_models.py")
-    parser.add_argument("arguments", nargs="*")
-    options = parser.parse_args()
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    options = parser.parse_args(argv[:split])
+    options.arguments = argv[split + 1:]
     repository = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as directory:
         worktrees = {}

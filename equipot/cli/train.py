@@ -40,6 +40,7 @@ from equipot.data.datamodule import AtomisticDataModule
 from equipot.datasets import bundled
 from equipot.errors import EquipotInputError, EquipotRunError
 from equipot.io import atomic_write_text
+from equipot.model.build import listed_energy_terms
 from equipot.model.checkpoint import save_model
 from equipot.model.potential import Potential
 from equipot.train.config import check_config
@@ -86,8 +87,10 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
     else:
         reference = (isolated_atom_energies(isolated_atoms, data["energy_key"] or "energy")
                      if isolated_atoms else None)
-        model_config = {**settings["model"], **compute_statistics(datamodule.sets["train"],
-                                                                   reference, settings["model"])}
+        model_config = {**settings["model"],
+                        "energy_terms": listed_energy_terms(settings["model"].get("energy_terms")),
+                        **compute_statistics(datamodule.sets["train"], reference,
+                                             settings["model"])}
         if rank_zero:
             atomic_write_text(json.dumps(datamodule.indices), run_dir / SPLIT_INDICES)
     module = PotentialModule(model_config, labels=datamodule.labels, dtype=settings["dtype"],

@@ -9,7 +9,7 @@ Potential keeps the config it was built from (``Potential.config``), which is wh
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 
@@ -46,6 +46,16 @@ def _default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
+def listed_energy_terms(terms: Sequence[Mapping] | Mapping | None) -> list[dict]:
+    """Energy terms as model files list them, ``[{name, **options}]``, from that list or from
+    the keyed form of the Hydra configs, ``{name: options}`` (which Hydra can merge and
+    override term by term; a null entry switches a term off)."""
+    if isinstance(terms, Mapping):
+        return [{"name": name, **dict(options or {})} for name, options in terms.items()
+                if options is not None]
+    return [dict(term) for term in terms or []]
+
+
 def option_names(options_class: type) -> list[str]:
     """The option names a family's or energy term's ``Options`` dataclass declares."""
     return [field.name for field in fields(options_class)]
@@ -55,13 +65,14 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
     """A freshly initialised Potential with parameters in ``dtype``.
 
     Keys: block, cutoff, num_features, num_blocks, num_radial, envelope_exponent,
-    readout_hidden, block_options (the family's ``Options``), energy_terms (list of
-    {name, **options}), long_range_messages (None, or the options of an Ewald message-passing
-    update after every block: {k_cutoff, ...}, see ``equipot.blocks.ewald_messages``),
-    distance_floor_width (None, or w in Å: the network reads edge lengths floored at each
-    pair's shortest training distance, ``equipot.physics.distance_floor``; needs the statistic
-    shortest_distances), network_floor_factor (None, or f: floored at f × the sum of covalent
-    radii instead) and the statistics (see ``equipot.train.statistics.compute_statistics``).
+    readout_hidden, block_options (the family's ``Options``), energy_terms (list of {name,
+    **options}, or keyed {name: options}: ``listed_energy_terms``), long_range_messages (None,
+    or the options of an Ewald message-passing update after every block: {k_cutoff, ...}, see
+    ``equipot.blocks.ewald_messages``), distance_floor_width (None, or w in Å: the network reads
+    edge lengths floored at each pair's shortest training distance,
+    ``equipot.physics.distance_floor``; needs the statistic shortest_distances),
+    network_floor_factor (None, or f: floored at f × the sum of covalent radii instead) and the
+    statistics (see ``equipot.train.statistics.compute_statistics``).
     """
     missing = [key for key in STATISTICS if key not in config]
     if missing:
@@ -103,7 +114,7 @@ def build_energy_terms(config: Mapping, features=None, owner: str = "the model",
     context = TermContext(species=tuple(int(z) for z in config["species"]),
                           cutoff=float(config["cutoff"]), features=features)
     terms = []
-    for entry in config.get("energy_terms") or []:
+    for entry in listed_energy_terms(config.get("energy_terms")):
         options = dict(entry)
         term = energy_term_named(options.pop("name"))
         if fixed_only and not term.fixed:

@@ -13,6 +13,7 @@ Forces and stress come back in float64.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
 
 import numpy as np
 import torch
@@ -86,7 +87,7 @@ class Potential(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         """The network's dtype (that of the first floating-point parameter or buffer)."""
-        return next(tensor.dtype for tensor in (*self.parameters(), *self.buffers())
+        return next(tensor.dtype for tensor in chain(self.parameters(), self.buffers())
                     if tensor.is_floating_point())
 
     def check_species(self, atomic_numbers: np.ndarray, source: str = "<atoms>",

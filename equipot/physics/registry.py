@@ -1,4 +1,5 @@
-"""The energy terms a model config can name (``energy_terms: [{name: ...}]``).
+"""The energy terms a model config can name (``energy_terms: {name: options}`` in the Hydra
+configs, ``[{name, **options}]`` in model files).
 
 The terms of this package are listed here, explicitly; a term defined elsewhere is added with
 ``register_energy_term`` before the model is built.

@@ -2,7 +2,7 @@
 
 An energy term derives from ``EnergyTerm`` and declares, as class attributes:
 
-- ``name``: how model configs name it (``energy_terms: [{name: ..., **options}]``);
+- ``name``: how model configs name it (``model.energy_terms.<name>``);
 - ``Options``: the dataclass of those options, with their defaults;
 - ``fixed``: True for a fixed function of the structure (no parameters, no features: a physics
   prior such as ZBL). The training statistics (reference energies, shift, scale) are then

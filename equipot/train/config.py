@@ -80,17 +80,25 @@ def check_model(model: Mapping, problems: list[str]) -> None:
     block_options = model.get("block_options") or {}
     check_keys(block_options, option_names(FAMILIES[model["block"]].options),
                "model.block_options.", problems, f"the {model['block']} block")
-    for index, term in enumerate(model.get("energy_terms") or []):
-        where = f"model.energy_terms[{index}]."
+    for term, where in energy_term_entries(model.get("energy_terms")):
         if not isinstance(term, Mapping):
-            problems.append(f"{where.rstrip('.')} must be a mapping {{name: ..., options}}, "
-                            f"got {term!r}")
+            problems.append(f"{where.rstrip('.')} must be a mapping of options, got {term!r}")
         elif check_choice(term, "name", ENERGY_TERMS, problems, where, required=True):
             allowed = ["name"] + option_names(ENERGY_TERMS[term["name"]].Options)
             check_keys(term, allowed, where, problems, f"energy term {term['name']}")
     if isinstance(model.get("long_range_messages"), Mapping):
         check_keys(model["long_range_messages"], options(EwaldMessagePassing, ("irreps",)),
                    "model.long_range_messages.", problems)
+
+
+def energy_term_entries(terms) -> list[tuple[object, str]]:
+    """(entry, where it is written) of every energy term, in the keyed form of the configs
+    ({name: options}, null entries off) or the list form of model files ([{name, ...}])."""
+    if isinstance(terms, Mapping):
+        return [({"name": name, **options} if isinstance(options, Mapping) else options,
+                 f"model.energy_terms.{name}.")
+                for name, options in terms.items() if options is not None]
+    return [(term, f"model.energy_terms[{index}].") for index, term in enumerate(terms or [])]
 
 
 def check_keys(section: Mapping, allowed: Iterable[str], prefix: str, problems: list[str],

@@ -47,7 +47,7 @@ class WeightedLoss(nn.Module):
         """Each weighted term and their sum ``"total"``, for the labels both sides have."""
         if self.needs(keys.DIPOLE) and keys.DIPOLE in batch and keys.DIPOLE not in predicted:
             raise ValueError("loss.dipole_weight > 0 needs a model that predicts dipoles "
-                             "(model.energy_terms=[{name: electrostatics}])")
+                             "(+model.energy_terms.electrostatics={})")
         terms = {}
         for field in keys.LABELS:
             if self.needs(field) and field in batch and field in predicted:

@@ -26,7 +26,7 @@ from equipot import keys
 from equipot.data.dataset import GraphDataset
 from equipot.data.reading import LabelKeys, read_labels, read_structures
 from equipot.errors import EquipotInputError
-from equipot.model.build import build_fixed_terms
+from equipot.model.build import build_fixed_terms, listed_energy_terms
 from equipot.nn.geometry import edge_vectors
 from equipot.physics.registry import ENERGY_TERMS
 
@@ -80,7 +80,8 @@ def fixed_term_labels(dataset: GraphDataset, species: list[int], model_config: M
     They come from a Potential of those terms alone (``build_fixed_terms``), so the numbers
     are exactly those the trained model adds.
     """
-    if not any(ENERGY_TERMS[term["name"]].fixed for term in model_config.get("energy_terms") or []):
+    terms = listed_energy_terms(model_config.get("energy_terms"))
+    if not any(ENERGY_TERMS[term["name"]].fixed for term in terms):
         return np.zeros(len(dataset)), np.zeros((len(dataset.tensors[keys.ATOMIC_NUMBERS]), 3))
     prior = build_fixed_terms({**model_config, "species": species}).eval()
     outputs = [prior(batch, compute_forces=True)

@@ -31,7 +31,7 @@ from equipot.train.statistics import compute_statistics, shortest_distances
 from conftest import MODEL_CONFIG, make_cu_cell, make_ethanol
 
 ZBL = {"name": "zbl"}  # the defaults: inner_factor 0.5, outer_factor 0.8
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def dimer(z_i, z_j, r):
@@ -173,15 +173,15 @@ def test_float32_model_agrees_and_the_model_file_round_trips(zbl_model_pair, tmp
     assert energy(single, atoms) == pytest.approx(energy(with_zbl, atoms), rel=1e-5)
 
 
-def test_registered_as_a_fixed_term_and_on_in_every_model_config():
+def test_registered_as_a_fixed_term_and_on_for_every_model_config():
     assert ENERGY_TERMS["zbl"] is ZBLRepulsion and ZBLRepulsion.fixed
-    for path in sorted(CONFIGS.glob("*.yaml")):
+    physics = yaml.safe_load((CONFIGS / "physics" / "default.yaml").read_text())
+    assert list(physics["energy_terms"]) == ["zbl"]
+    for path in sorted((CONFIGS / "model").glob("*.yaml")):
         config = yaml.safe_load(path.read_text())
-        assert [term["name"] for term in config["energy_terms"]] == ["zbl"], path.name
-        options = dict(config["energy_terms"][0])
-        del options["name"]
+        assert "energy_terms" not in config, path.name  # architecture only
         ZBLRepulsion(TermContext(tuple(range(1, 87)), config["cutoff"]),  # H … Rn
-                     ZBLOptions(**options))
+                     ZBLOptions(**physics["energy_terms"]["zbl"]))
 
 
 def test_radii_beyond_the_cutoff_or_in_the_wrong_order_fail_at_build_time(build_model):

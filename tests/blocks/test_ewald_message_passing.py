@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from test_physics import evaluate, fd_forces, fd_stress, random_rotation, relative_error
 from torch_geometric.data import Batch
 
 import equipot
@@ -23,7 +22,18 @@ from equipot.errors import EquipotInputError
 from equipot.model.build import build_potential
 from equipot.nn.k_vectors import k_vectors
 
-from conftest import MODEL_CONFIG, make_cu_cell, make_cu_slab, make_ethanol, make_model
+from conftest import (
+    MODEL_CONFIG,
+    evaluate,
+    fd_forces,
+    fd_stress,
+    make_cu_cell,
+    make_cu_slab,
+    make_ethanol,
+    make_model,
+    random_rotation,
+    relative_error,
+)
 
 # Molecules: a grid of spacing 0.15 Å⁻¹ (kernel period 41.9 Å) in the ball of 1 Å⁻¹.
 MOLECULAR = {**MODEL_CONFIG, "long_range_messages": {"k_cutoff": 1.0, "k_spacing": 0.15}}

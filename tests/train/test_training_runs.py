@@ -286,11 +286,11 @@ def test_losses_mask_missing_labels_and_scale_by_weight():
     ("+model.block_options.l_max=2", "unknown key model.block_options.l_max; the schnet "
                                      "block takes: num_filters"),
     ("+trainer.max_epoch=3", "did you mean trainer.max_epochs?"),
-    ("model.energy_terms=[{name:zbl,outer:0.8}]", "unknown key model.energy_terms[0].outer "
-                                                  "(did you mean model.energy_terms[0]."
-                                                  "outer_factor?)"),
-    ("model.energy_terms=[{name:ewald}]", "model.energy_terms[0].name=ewald is not one of: "
-                                          "electrostatics, "),  # and test terms, and zbl
+    ("+model.energy_terms.zbl.outer=0.8", "unknown key model.energy_terms.zbl.outer "
+                                          "(did you mean model.energy_terms.zbl."
+                                          "outer_factor?)"),
+    ("+model.energy_terms.ewald={}", "model.energy_terms.ewald.name=ewald is not one of: "
+                                     "electrostatics, "),  # and test terms, and zbl
     ("+data.valid_fration=0.1", "did you mean data.valid_fraction?"),
 ])
 def test_config_mistakes_fail_at_once_listing_the_valid_options(override, message):

@@ -25,70 +25,11 @@ from equipot.nn.scatter import scatter_sum
 from equipot.physics.registry import ENERGY_TERMS, register_energy_term
 from equipot.physics.term import EnergyTerm
 
+from conftest import evaluate, fd_forces, fd_stress, random_rotation, relative_error
+
 CUTOFF = 4.0
 STRUCTURES = ["ethanol", "cu_cell", "cu_slab"]
 PERIODIC = ["cu_cell", "cu_slab", "cu_cell_left_handed", "cu_primitive", "cu_wire"]
-
-
-def evaluate(model, atoms_list, forces=True, stress=False):
-    """The model's outputs (numpy) for one Atoms or a batch of several."""
-    single = not isinstance(atoms_list, (list, tuple))
-    graphs = [atoms_to_graph(atoms, model.cutoff) for atoms in
-              ([atoms_list] if single else atoms_list)]
-    out = model(Batch.from_data_list(graphs), compute_forces=forces, compute_stress=stress)
-    return {name: value.detach().numpy() for name, value in out.items()}
-
-
-def energy(model, atoms) -> float:
-    """Energy of one structure, neighbour list built afresh."""
-    return float(evaluate(model, atoms, forces=False)[keys.ENERGY][0])
-
-
-def fd_forces(model, atoms, h=1e-5):
-    """−∂E/∂x by central differences over every coordinate."""
-    atoms = atoms.copy()
-    reference = atoms.positions.copy()
-    forces = np.zeros_like(reference)
-    for index in np.ndindex(*reference.shape):
-        values = []
-        for sign in (+1, -1):
-            positions = reference.copy()
-            positions[index] += sign * h
-            atoms.positions = positions
-            values.append(energy(model, atoms))
-        forces[index] = -(values[0] - values[1]) / (2 * h)
-    return forces
-
-
-def fd_stress(model, atoms, h=1e-5):
-    """(1/V) ∂E/∂ε by central differences of symmetric strains ε applied to cell and atoms."""
-    atoms = atoms.copy()
-    cell = atoms.cell.array.copy()
-    volume = abs(np.linalg.det(cell))
-    stress = np.zeros((3, 3))
-    for i in range(3):
-        for j in range(i, 3):
-            values = []
-            for sign in (+1, -1):
-                strain = np.zeros((3, 3))
-                strain[i, j] += 0.5 * sign * h
-                strain[j, i] += 0.5 * sign * h
-                atoms.set_cell(cell @ (np.eye(3) + strain), scale_atoms=True)
-                values.append(energy(model, atoms))
-            stress[i, j] = stress[j, i] = (values[0] - values[1]) / (2 * h * volume)
-    return stress
-
-
-def relative_error(actual, expected):
-    return np.abs(actual - expected).max() / np.abs(expected).max()
-
-
-def random_rotation(seed):
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 @pytest.fixture
