@@ -97,13 +97,18 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
         features = last.irreps_out if family.features_on == "atoms" else None
         return Potential(
             config=config, species=context.species, cutoff=cutoff, embedding=parts.embedding,
-            radial_basis=BesselBasis(cutoff, num_radial),
-            envelope=PolynomialEnvelope(cutoff, int(config.get("envelope_exponent", 6))),
-            blocks=parts.blocks, readouts=parts.readouts,
+            **radial_functions(config), blocks=parts.blocks, readouts=parts.readouts,
             reference_energies=config["reference_energies"], shift=config["shift"],
             scale=config["scale"],
             energy_terms=build_energy_terms(config, features, family.name),
             distance_floor=build_distance_floor(config))
+
+
+def radial_functions(config: Mapping) -> dict:
+    """The Potential's radial basis (``num_radial`` Bessel functions) and cutoff envelope."""
+    cutoff = float(config["cutoff"])
+    return {"radial_basis": BesselBasis(cutoff, int(config.get("num_radial", 8))),
+            "envelope": PolynomialEnvelope(cutoff, int(config.get("envelope_exponent", 6)))}
 
 
 def build_energy_terms(config: Mapping, features=None, owner: str = "the model",
@@ -130,12 +135,10 @@ def build_fixed_terms(config: Mapping, dtype: torch.dtype = torch.float64) -> Po
     """A Potential of the fixed energy terms of ``config`` alone (no network, zero reference
     energies and shift): what the trained model adds to its network, for any batch."""
     with _default_dtype(dtype):
-        cutoff = float(config["cutoff"])
         return Potential(
-            config=config, species=config["species"], cutoff=cutoff, embedding=None,
-            radial_basis=BesselBasis(cutoff, int(config.get("num_radial", 8))),
-            envelope=PolynomialEnvelope(cutoff, int(config.get("envelope_exponent", 6))),
-            blocks=[], readouts={}, reference_energies=[0.0] * len(config["species"]),
+            config=config, species=config["species"], cutoff=float(config["cutoff"]),
+            embedding=None, **radial_functions(config), blocks=[], readouts={},
+            reference_energies=[0.0] * len(config["species"]),
             shift=0.0, scale=0.0, energy_terms=build_energy_terms(config, fixed_only=True))
 
 

@@ -47,12 +47,11 @@ class PotentialModule(pl.LightningModule):
         samples_per_pair), None for no such penalty."""
         super().__init__()
         self.save_hyperparameters()
-        self.model_config = dict(model_config)
-        self.model = build_potential(self.model_config, dtype=DTYPES[dtype])
+        self.model = build_potential(model_config, dtype=DTYPES[dtype])
         self.loss = WeightedLoss(**(loss or {}))
         self.labels = set(labels)
         self.dimer_repulsion = (
-            DimerRepulsion(self.model.species, self.model_config.get("shortest_distances"),
+            DimerRepulsion(self.model.species, self.model.config.get("shortest_distances"),
                            floors=getattr(self.model.distance_floor, "floor", None),
                            **dimer_repulsion) if dimer_repulsion else None)
         self.optimizer_config = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0,
