@@ -87,11 +87,11 @@ def main() -> None:
         cell_ms = "–" if name in no_cell else f"{best_ms(lambda: model(cell), repeats=3):.1f}"
 
         model.train()
-        loss = WeightedLoss(energy_weight=0.0, forces_weight=1.0)
+        loss = WeightedLoss(kind="mse", huber_delta=0.01, energy_weight=0.0, forces_weight=1.0)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-        penalty = DimerRepulsion(model.species, None,
-                                 floors=getattr(model.distance_floor, "floor", None))
+        penalty = DimerRepulsion(model.species, None, getattr(model.distance_floor, "floor", None),
+                                 weight=1.0, margin=0.05, samples_per_pair=4)
 
         def step(dimers: bool):
             optimizer.zero_grad()

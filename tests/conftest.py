@@ -1,6 +1,9 @@
 """Shared fixtures of the physics and calculator tests: a small float64 model with random,
 scaled-up weights (so energies, forces and stress are far from zero) and test structures."""
 
+import copy
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -13,10 +16,22 @@ from equipot.blocks.registry import FAMILIES
 from equipot.data.graph import atoms_to_graph
 from equipot.datasets.emt import emt_copper
 from equipot.testing.block_contract import scale_to_test_forces
+from equipot.train.config import composed
 
 MODEL_CONFIG = dict(block="schnet", cutoff=4.0, num_features=16, num_blocks=2, num_radial=8,
                     species=[1, 6, 8, 29], reference_energies=[-1.0, -2.0, -3.0, -4.0],
                     shift=0.1, scale=2.0, avg_num_neighbors=10.0)
+
+
+@functools.cache
+def _run_defaults() -> dict:
+    return composed("data.train=train.xyz")
+
+
+def run_defaults(section: str, **overrides) -> dict:
+    """Section ``section`` of equipot-train's default config (``configs/``, the one place a
+    run's defaults are written), with ``overrides``."""
+    return {**copy.deepcopy(_run_defaults()[section]), **overrides}
 
 
 def make_model(config=None, dtype=torch.float64, seed=0, weight_factor=None):

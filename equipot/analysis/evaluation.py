@@ -10,15 +10,17 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from equipot import keys
-from equipot.data.graph import atoms_per_structure
+from equipot.data.graph import atoms_per_structure, label_mask
 from equipot.errors import EquipotInputError
 from equipot.model.potential import Potential
-from equipot.train.metrics import ErrorMetrics
+from equipot.train.metrics import ErrorMetrics, units_by_quantity
 
 
 @dataclass
 class Evaluation:
-    """Metrics (eV, eV/Å, eV/Å³) and paired (reference, predicted) arrays for plots."""
+    """Metrics (in the labels' units, ``equipot.train.metrics.units_by_quantity``) and, per
+    label, paired (reference, predicted) components for parity plots (per atom for a
+    ``per_atom`` label)."""
 
     metrics: dict[str, float]
     num_structures: int
@@ -36,7 +38,7 @@ def evaluate(model: Potential, dataset, batch_size: int = 1) -> Evaluation:
     device = next(model.parameters()).device
     metrics = ErrorMetrics(sync_on_compute=False).to(device)
     fields = dataset[0].keys()
-    pairs = {field: ([], []) for field in (keys.ENERGY, keys.FORCES) if field in fields}
+    pairs = {name: ([], []) for name in keys.labels() if name in fields}
     first = 0  # index in ``dataset`` of the batch's first structure
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         batch = batch.to(device)
@@ -44,44 +46,42 @@ def evaluate(model: Potential, dataset, batch_size: int = 1) -> Evaluation:
                           compute_stress=keys.STRESS in fields and bool(batch[keys.PBC].any()))
         check_finite(predicted, batch, dataset.source, first)
         metrics.update(predicted, batch)
-        num_atoms = atoms_per_structure(batch)
-        for field, (reference, prediction) in pairs.items():
-            scale = num_atoms if field == keys.ENERGY else 1  # energies per atom
-            has_label = batch[keys.HAS_LABEL[field]]
-            if field == keys.FORCES:
-                has_label = has_label[batch[keys.BATCH]]
-            reference.append((batch[field] / scale)[has_label].detach().cpu().numpy().ravel())
-            prediction.append((predicted[field].double() / scale)[has_label]
+        for name, (reference, prediction) in pairs.items():
+            if name not in predicted:  # e.g. dipoles of a model without charges
+                continue
+            label = keys.label(name)
+            scale = (atoms_per_structure(batch).view(-1, *(1,) * len(label.shape))
+                     if label.per_atom else 1)
+            has_label = label_mask(batch, name)
+            reference.append((batch[name] / scale)[has_label].detach().cpu().numpy().ravel())
+            prediction.append((predicted[name].double() / scale)[has_label]
                               .detach().cpu().numpy().ravel())
         first += batch.num_graphs
+    pairs = {name: (np.concatenate(ref), np.concatenate(pred))
+             for name, (ref, pred) in pairs.items() if ref}
     return Evaluation(
         metrics={name: float(value) for name, value in metrics.compute().items()},
         num_structures=len(dataset),
-        pairs={field: (np.concatenate(ref), np.concatenate(pred))
-               for field, (ref, pred) in pairs.items()})
+        pairs={name: pair for name, pair in pairs.items() if pair[0].size})
 
 
 def check_finite(predicted: dict, batch, source: str, first: int) -> None:
     """Raise an error naming ``source`` and the structure (``first`` + its place in the
-    batch) whose energy, forces or stress are NaN or infinite."""
-    for field in (keys.ENERGY, keys.FORCES, keys.STRESS):
-        if field not in predicted:
-            continue
-        values = predicted[field]
-        bad = ~torch.isfinite(values.reshape(len(values), -1)).all(1)  # per structure, or atom
+    batch) whose prediction of any field is NaN or infinite."""
+    for name, values in predicted.items():
+        bad = ~torch.isfinite(values.reshape(len(values), -1)).all(1)  # per item
         if bool(bad.any()):
             item = int(bad.nonzero()[0])
-            index = first + (int(batch[keys.BATCH][item]) if field == keys.FORCES else item)
-            raise EquipotInputError("the model predicts NaN or inf", source, index, field)
+            per_atom = keys.FIELDS[name].per == keys.ATOM
+            index = first + (int(batch[keys.BATCH][item]) if per_atom else item)
+            raise EquipotInputError("the model predicts NaN or inf", source, index, name)
 
 
 def format_table(metrics: dict[str, float]) -> str:
-    """Metrics as a text table in meV units."""
-    rows = [("energy", "meV"), ("energy_per_atom", "meV/atom"), ("forces", "meV/Å"),
-            ("stress", "meV/Å³"), ("dipole", "me·Å")]
+    """Metrics as a text table in milli-units (meV, meV/Å …)."""
     lines = [f"{'quantity':<17}{'MAE':>12}{'RMSE':>12}  unit"]
-    for quantity, unit in rows:
+    for quantity, unit in units_by_quantity().items():
         if f"{quantity}_mae" in metrics:
             lines.append(f"{quantity:<17}{1000 * metrics[f'{quantity}_mae']:>12.3f}"
-                         f"{1000 * metrics[f'{quantity}_rmse']:>12.3f}  {unit}")
+                         f"{1000 * metrics[f'{quantity}_rmse']:>12.3f}  m{unit}")
     return "\n".join(lines)

@@ -9,17 +9,24 @@ import numpy as np
 from equipot import keys
 from equipot.io import atomic_path
 
-LABELS = {keys.ENERGY: ("energy per atom", "eV/atom"), keys.FORCES: ("force components", "eV/Å")}
+
+def axis_name(name: str) -> tuple[str, str]:
+    """What the parity plot of label ``name`` shows, and its unit: "energy per atom" (eV/atom)
+    for a ``per_atom`` label, "force components" (eV/Å) for one with components."""
+    label = keys.label(name)
+    if label.per_atom:
+        return f"{label.noun} per atom", f"{label.unit}/atom"
+    return (f"{label.noun} components" if label.shape else label.noun), label.unit
 
 
 def write_parity_plots(pairs: dict[str, tuple[np.ndarray, np.ndarray]], directory: Path
                        ) -> list[Path]:
-    """One ``parity_<field>.png`` per field in ``pairs``; returns the paths written."""
+    """One ``parity_<label>.png`` per label in ``pairs``; returns the paths written."""
     from matplotlib.figure import Figure  # imported where used: no backend is switched
 
     written = []
     for field, (reference, predicted) in pairs.items():
-        name, unit = LABELS[field]
+        name, unit = axis_name(field)
         figure = Figure(figsize=(4.5, 4.5))
         axis = figure.subplots()
         axis.scatter(reference, predicted, s=3, alpha=0.5)

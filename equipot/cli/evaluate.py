@@ -20,6 +20,7 @@ from equipot.data.dataset import GraphDataset
 from equipot.data.reading import LabelKeys
 from equipot.io import atomic_write_text
 from equipot.model.checkpoint import load
+from equipot.train.metrics import units_by_quantity
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -31,16 +32,19 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                         help="structures per batch; 1 reproduces the calculator bit for bit, "
                              "more is faster (float32 rounding then differs, ~1e-7 relative)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--energy-key", default="energy")
-    parser.add_argument("--forces-key", default="forces")
-    parser.add_argument("--stress-key", default="stress")
+    for option in LabelKeys.options():  # --energy-key, --forces-key, …
+        parser.add_argument(f"--{option.replace('_', '-')}", metavar="KEY",
+                            help=f"where structures keep the {option.removesuffix('_key')} "
+                                 f"label; 'none' ignores it")
     parser.add_argument("--no-cache", action="store_true", help="do not cache the graphs")
     return parser.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> dict:
     model = load(args.model, device=args.device)
-    label_keys = LabelKeys(args.energy_key, args.forces_key, args.stress_key)
+    label_keys = LabelKeys.from_options(
+        {option: None if getattr(args, option).lower() == "none" else getattr(args, option)
+         for option in LabelKeys.options() if getattr(args, option) is not None})
     dataset = GraphDataset.from_file(args.data, model.cutoff, label_keys,
                                      cache_dir=False if args.no_cache else None)
     model.check_species(dataset.tensors[keys.ATOMIC_NUMBERS].numpy(), source=str(args.data))
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> dict:
     report = {"model": str(args.model), "data": str(args.data),
               "num_structures": result.num_structures, "labelled": dataset.label_counts(),
               "metrics": result.metrics,
-              "units": "eV, eV/atom, eV/Å, eV/Å³"}
+              "units": units_by_quantity()}
     atomic_write_text(json.dumps(report, indent=2), output_dir / "metrics.json")
     plots = write_parity_plots(result.pairs, output_dir)
     print(f"wrote {output_dir / 'metrics.json'} and {', '.join(p.name for p in plots)}")

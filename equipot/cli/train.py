@@ -37,13 +37,12 @@ from equipot.analysis.evaluation import evaluate, format_table
 from equipot.analysis.short_range import banner, check_short_range, format_report
 from equipot.cli import exit_on_error
 from equipot.data.datamodule import AtomisticDataModule
-from equipot.datasets import bundled
 from equipot.errors import EquipotInputError, EquipotRunError
 from equipot.io import atomic_write_text
 from equipot.model.build import listed_energy_terms
 from equipot.model.checkpoint import save_model
 from equipot.model.potential import Potential
-from equipot.train.config import check_config
+from equipot.train.config import CONFIG_DIR, check_config, register_config_sources
 from equipot.train.divergence import TrainingDiverged
 from equipot.train.module import PotentialModule
 from equipot.train.progress import EpochPrinter, format_errors
@@ -58,14 +57,12 @@ from equipot.train.run_directory import (
     prepare_new_run,
     resumed_settings,
 )
-from equipot.train.schedule import BudgetCosineSchedule, duration_seconds
+from equipot.train.schedule import budget_schedule, duration_seconds
 from equipot.train.stages import StageTwo
-from equipot.train.statistics import compute_statistics, isolated_atom_energies
+from equipot.train.statistics import compute_statistics
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")  # a link to configs/
 SPLIT_INDICES = "split_indices.json"
-if not OmegaConf.has_resolver("bundled"):
-    OmegaConf.register_new_resolver("bundled", bundled)
+register_config_sources()
 
 
 def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] = ()) -> dict:
@@ -74,10 +71,8 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
     settings, run_dir, resumed = settle_run(config, run_dir, overrides)
     rank_zero = is_launch_rank_zero()
     pl.seed_everything(settings["seed"], workers=True)
-    data = dict(settings["data"])
-    isolated_atoms = data.pop("isolated_atoms")
     datamodule = AtomisticDataModule(cutoff=settings["model"]["cutoff"], seed=settings["seed"],
-                                     **data)
+                                     **settings["data"])
     datamodule.setup()
     if rank_zero:
         print(datamodule.describe(), flush=True)
@@ -85,11 +80,10 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
         model_config = dict(resumed["hyper_parameters"]["model_config"])
         check_split(datamodule, run_dir)
     else:
-        reference = (isolated_atom_energies(isolated_atoms, data["energy_key"] or "energy")
-                     if isolated_atoms else None)
         model_config = {**settings["model"],
                         "energy_terms": listed_energy_terms(settings["model"].get("energy_terms")),
-                        **compute_statistics(datamodule.sets["train"], reference,
+                        **compute_statistics(datamodule.sets["train"],
+                                             datamodule.isolated_atom_energies(),
                                              settings["model"])}
         if rank_zero:
             atomic_write_text(json.dumps(datamodule.indices), run_dir / SPLIT_INDICES)
@@ -113,7 +107,7 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
     metadata = {"dtype": settings["dtype"], "epochs": trainer.current_epoch,
                 "best_epoch": validation.get("epoch"), "weights": module.selected_weights,
                 "validation": validation, "best_checkpoint": checkpoints.best_model_path,
-                "data": {name: data[name] for name in ("train", "valid", "test")}}
+                "data": {name: settings["data"][name] for name in ("train", "valid", "test")}}
     metrics = {}
     if "test" in datamodule.sets:
         result = evaluate(model, datamodule.sets["test"])  # as the calculator does, exactly
@@ -176,9 +170,8 @@ def make_trainer(settings: Mapping, run_dir: Path, resumed_step: int | None
     callbacks = [checkpoints, LearningRateMonitor()]
     if patience:
         callbacks.append(EarlyStopping(monitor="val/loss", patience=patience))
-    schedule = None
-    if settings["scheduler"]["name"] == "cosine":
-        schedule = BudgetCosineSchedule(max_seconds, settings["scheduler"]["min_lr"])
+    schedule = budget_schedule(settings["scheduler"], max_seconds)
+    if schedule is not None:
         callbacks.append(schedule)
     if settings.get("stage_two"):
         callbacks.append(StageTwo(**settings["stage_two"], max_seconds=max_seconds,

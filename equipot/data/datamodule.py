@@ -14,7 +14,7 @@ from torch_geometric.loader import DataLoader
 
 from equipot import keys
 from equipot.data.dataset import GraphDataset
-from equipot.data.reading import LabelKeys, WeightKeys
+from equipot.data.reading import LabelKeys, WeightKeys, isolated_atom_energies
 from equipot.errors import EquipotInputError
 
 
@@ -30,23 +30,27 @@ def held_out_size(total: int, remaining: int, fraction: float | None, count: int
 
 
 class AtomisticDataModule(pl.LightningDataModule):
-    def __init__(self, train: str, cutoff: float, valid: str | None = None,
-                 test: str | None = None, valid_fraction: float | None = 0.05,
-                 valid_count: int | None = None, test_fraction: float | None = None,
-                 test_count: int | None = None, seed: int = 0, batch_size: int = 16,
-                 eval_batch_size: int | None = None, energy_key: str | None = "energy",
-                 forces_key: str | None = "forces", stress_key: str | None = "stress",
-                 dipole_key: str | None = "dipole", weight_key: str | None = "weight",
-                 config_type_key: str | None = "config_type",
-                 config_type_weights: Mapping[str, float] | None = None,
-                 cache_dir: str | None = None, num_workers: int = 0):
-        """``weight_key``, ``config_type_key`` and ``config_type_weights``: a structure's loss
+    def __init__(self, train: str, cutoff: float, seed: int, *, valid: str | None,
+                 test: str | None, valid_fraction: float | None, valid_count: int | None,
+                 test_fraction: float | None, test_count: int | None, batch_size: int,
+                 eval_batch_size: int | None, weight_key: str | None,
+                 config_type_key: str | None, config_type_weights: Mapping[str, float] | None,
+                 cache_dir: str | None, num_workers: int, isolated_atoms: str | None,
+                 **label_keys: str | None):
+        """The ``data`` section of the root config (``configs/data``), with the model's
+        ``cutoff`` (Å) and the run's ``seed``. ``valid``/``test``: files, or None to split
+        them from ``train`` by fraction or count (a count overrides the fraction).
+        ``weight_key``, ``config_type_key`` and ``config_type_weights``: a structure's loss
         weight is ``info[weight_key]`` (1 where absent) times the weight of its
-        ``info[config_type_key]`` in ``config_type_weights`` (1 for types not named)."""
+        ``info[config_type_key]`` in ``config_type_weights`` (1 for types not named).
+        ``isolated_atoms``: a file of single-atom energies (see ``isolated_atom_energies``).
+        ``label_keys``: ``<label>_key`` options (``LabelKeys.options()``), where each label is
+        stored (``energy_key="REF_energy"``, ``stress_key=None`` …)."""
         super().__init__()
-        self.paths = {"train": train, "valid": valid, "test": test}
+        self.paths = {"train": train, "valid": valid, "test": test,
+                      "isolated_atoms": isolated_atoms}
         self.cutoff = cutoff
-        self.label_keys = LabelKeys(energy_key, forces_key, stress_key, dipole_key)
+        self.label_keys = LabelKeys.from_options(label_keys)
         self.weight_keys = WeightKeys(weight_key, config_type_key,
                                       dict(config_type_weights or {}))
         self.split = {"valid": (valid_fraction, valid_count), "test": (test_fraction, test_count)}
@@ -97,8 +101,13 @@ class AtomisticDataModule(pl.LightningDataModule):
 
     @property
     def labels(self) -> list[str]:
-        """Label fields of the training set (keys.ENERGY, FORCES, STRESS, DIPOLE)."""
-        return [field for field in keys.LABELS if field in self.sets["train"].fields]
+        """Labels (``keys.labels()``) the training set has."""
+        return [field for field in keys.labels() if field in self.sets["train"].fields]
+
+    def isolated_atom_energies(self) -> dict[int, float] | None:
+        """E0 (eV) by atomic number from the isolated-atoms file, None without one."""
+        path, key = self.paths["isolated_atoms"], self.label_keys[keys.ENERGY] or keys.ENERGY
+        return isolated_atom_energies(path, key) if path else None
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         return DataLoader(self.sets[name], shuffle=shuffle, num_workers=self.num_workers,

@@ -23,7 +23,6 @@ from equipot.data.reading import LabelKeys, WeightKeys, read_labels, read_struct
 from equipot.io import atomic_save
 
 CACHE_FORMAT = 3  # 2: total charge and dipole labels; 3: label flags and loss weights
-PER_ATOM = (keys.ATOMIC_NUMBERS, keys.POSITIONS, keys.FORCES)
 
 
 def default_cache_dir() -> Path:
@@ -49,18 +48,14 @@ class GraphDataset(torch.utils.data.Dataset):
         return set(self.tensors)
 
     def __getitem__(self, index: int) -> Data:
-        atoms = slice(self.atom_ptr[index], self.atom_ptr[index + 1])
-        edges = slice(self.edge_ptr[index], self.edge_ptr[index + 1])
+        items = {keys.ATOM: slice(self.atom_ptr[index], self.atom_ptr[index + 1]),
+                 keys.EDGE: slice(self.edge_ptr[index], self.edge_ptr[index + 1]),
+                 keys.STRUCTURE: slice(index, index + 1)}
         fields = {}
         for name, tensor in self.tensors.items():
-            if name in PER_ATOM:
-                fields[name] = tensor[atoms]
-            elif name == keys.EDGE_INDEX:
-                fields[name] = tensor[:, edges]
-            elif name == keys.SHIFTS:
-                fields[name] = tensor[edges]
-            elif name != keys.NUM_EDGES:
-                fields[name] = tensor[index:index + 1]
+            if name != keys.NUM_EDGES:  # a Data derives it from edge_index
+                field = keys.FIELDS[name]
+                fields[name] = tensor[(slice(None),) * field.item_dim + (items[field.per],)]
         return Data(**fields)
 
     @classmethod
@@ -69,9 +64,9 @@ class GraphDataset(torch.utils.data.Dataset):
         return cls(_concatenate([dataset[int(index)] for index in indices]), dataset.source)
 
     def label_counts(self) -> dict[str, int]:
-        """Structures that have each label (``keys.LABELS`` order, labels of this set only)."""
-        return {field: int(self.tensors[keys.HAS_LABEL[field]].sum())
-                for field in keys.LABELS if field in self.tensors}
+        """Structures that have each label (``keys.labels()`` order, labels of this set only)."""
+        return {name: int(self.tensors[keys.label(name).has].sum())
+                for name in keys.labels() if name in self.tensors}
 
     def describe(self) -> str:
         """E.g. "900 structures from train.xyz; labelled: energy 900, forces 850"."""
@@ -128,10 +123,8 @@ def _fingerprint(path: Path, cutoff: float, label_keys: LabelKeys,
 
 
 def _concatenate(graphs: list[Data]) -> dict[str, torch.Tensor]:
-    tensors = {
-        name: torch.cat([graph[name] for graph in graphs], dim=1 if name == keys.EDGE_INDEX else 0)
-        for name in graphs[0].keys()
-    }
+    tensors = {name: torch.cat([graph[name] for graph in graphs], dim=keys.FIELDS[name].item_dim)
+               for name in graphs[0].keys()}
     tensors[keys.NUM_ATOMS] = torch.tensor([graph.num_nodes for graph in graphs])
     tensors[keys.NUM_EDGES] = torch.tensor([graph.num_edges for graph in graphs])
     return tensors

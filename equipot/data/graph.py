@@ -21,9 +21,9 @@ def atoms_to_graph(atoms: ase.Atoms, cutoff: float,
     """The graph of ``atoms`` with every pair closer than ``cutoff`` (Å) as two edges.
 
     Floating-point fields are float64; the model casts them to its own dtype. ``labels`` maps
-    ``keys.ENERGY`` / ``FORCES`` / ``STRESS`` / ``DIPOLE`` to validated arrays, or to None
-    where the structure lacks one (see ``read_labels``): each label comes with its
-    ``keys.HAS_LABEL`` flag, and a missing one is stored as zeros. ``weight``: the structure's
+    label names (``keys.labels()``) to validated arrays, or to None where the structure lacks
+    one (see ``read_labels``): each label comes with its ``has`` flag, and a missing one is
+    stored as zeros. ``weight``: the structure's
     loss weight (``keys.WEIGHT``), for datasets. The total charge comes from
     ``atoms.info["charge"]`` (default 0).
     """
@@ -56,23 +56,30 @@ def atoms_to_graph(atoms: ase.Atoms, cutoff: float,
         keys.TOTAL_CHARGE: torch.tensor([read_total_charge(atoms, source, index)],
                                         dtype=torch.float64),
     }
-    for field, value in (labels or {}).items():
-        fields[keys.HAS_LABEL[field]] = torch.tensor([value is not None])
-        value = torch.as_tensor(missing_label(field, len(atoms)) if value is None else value,
+    for name, value in (labels or {}).items():
+        label = keys.label(name)
+        fields[label.has] = torch.tensor([value is not None])
+        value = torch.as_tensor(missing_label(name, len(atoms)) if value is None else value,
                                 dtype=torch.float64)
-        fields[field] = value if field == keys.FORCES else value.unsqueeze(0)
+        fields[name] = value if label.per == keys.ATOM else value.unsqueeze(0)
     if weight is not None:
         fields[keys.WEIGHT] = torch.tensor([float(weight)], dtype=torch.float64)
     return Data(**fields)
 
 
-def missing_label(field: str, num_atoms: int) -> np.ndarray:
-    """The zeros that stand in for label ``field`` of a structure of ``num_atoms`` lacking it."""
-    shapes = {keys.ENERGY: (), keys.FORCES: (num_atoms, 3), keys.STRESS: (3, 3),
-              keys.DIPOLE: (3,)}
-    return np.zeros(shapes[field])
+def missing_label(name: str, num_atoms: int) -> np.ndarray:
+    """The zeros that stand in for label ``name`` of a structure of ``num_atoms`` lacking it."""
+    label = keys.label(name)
+    return np.zeros((num_atoms, *label.shape) if label.per == keys.ATOM else label.shape)
 
 
 def atoms_per_structure(batch) -> torch.Tensor:
     """[G] int64 number of atoms of each structure in a torch_geometric batch."""
     return torch.bincount(batch[keys.BATCH], minlength=batch.num_graphs)
+
+
+def label_mask(batch, name: str) -> torch.Tensor:
+    """[items] bool: which items of label ``name`` in a batch (its structures, or its atoms
+    for a per-atom label) belong to structures that have the label."""
+    has_label = batch[keys.label(name).has]
+    return has_label[batch[keys.BATCH]] if keys.label(name).per == keys.ATOM else has_label

@@ -23,18 +23,46 @@ TOTAL_CHARGE_KEY = "charge"  # atoms.info key of a structure's total charge (e)
 MIN_VOLUME = 1e-8  # Å³; a stress (energy per volume) is undefined below it
 
 
-@dataclasses.dataclass(frozen=True)
-class LabelKeys:
-    """Where each label is stored in a structure; ``None`` ignores that label."""
+class LabelKeys(Mapping):
+    """Where each label (``keys.labels()``) is stored in a structure, by label name: under its
+    own name unless given; ``None`` ignores that label. E.g. ``LabelKeys(energy="REF_energy",
+    stress=None)``."""
 
-    energy: str | None = "energy"
-    forces: str | None = "forces"
-    stress: str | None = "stress"
-    dipole: str | None = "dipole"
+    def __init__(self, **where: str | None):
+        unknown = sorted(set(where) - set(keys.labels()))
+        if unknown:
+            raise ValueError(f"unknown labels {unknown}; labels are {list(keys.labels())}")
+        self._where = {name: where.get(name, name) for name in keys.labels()}
 
-    def items(self):
-        return ((keys.ENERGY, self.energy), (keys.FORCES, self.forces), (keys.STRESS, self.stress),
-                (keys.DIPOLE, self.dipole))
+    @staticmethod
+    def options() -> tuple[str, ...]:
+        """The option of every label, as configs and command lines spell it: energy_key …"""
+        return tuple(f"{name}_key" for name in keys.labels())
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, str | None]) -> LabelKeys:
+        """From ``{"energy_key": …, …}`` (``options()``; labels not named keep their own)."""
+        unknown = sorted(set(options) - set(cls.options()))
+        if unknown:
+            raise ValueError(f"unknown options {unknown}; label keys are {list(cls.options())}")
+        return cls(**{option.removesuffix("_key"): key for option, key in options.items()})
+
+    @classmethod
+    def only(cls, **where: str | None) -> LabelKeys:
+        """These labels and no others."""
+        return cls(**{**dict.fromkeys(keys.labels()), **where})
+
+    def __getitem__(self, name: str) -> str | None:
+        return self._where[name]
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __repr__(self) -> str:
+        return f"LabelKeys({self._where})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +99,8 @@ def _lookup(atoms: ase.Atoms, key: str):
     return None
 
 
-def _as_stress_matrix(value: np.ndarray) -> np.ndarray | None:
-    """Stress as a 3×3 matrix from 9 values or ASE's Voigt order (xx, yy, zz, yz, xz, xy)."""
+def _as_matrix(value: np.ndarray) -> np.ndarray | None:
+    """A 3×3 tensor from 9 values or the 6 of ASE's Voigt order (xx, yy, zz, yz, xz, xy)."""
     if value.size == 9:
         return value.reshape(3, 3)
     if value.size == 6:
@@ -81,40 +109,39 @@ def _as_stress_matrix(value: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def _validated(field: str, value, atoms: ase.Atoms, source, index) -> np.ndarray:
-    num_atoms = len(atoms)
+def _validated(name: str, value, atoms: ase.Atoms, source, index) -> np.ndarray:
+    """``value`` as a float64 array of the shape the label ``name`` declares, or an error."""
+    label = keys.label(name)
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise EquipotInputError(f"not numeric: {value!r}", source, index, field) from None
-    if field == keys.ENERGY:
-        if array.size != 1:
-            raise EquipotInputError(f"expected one number, got shape {array.shape}",
-                                    source, index, field)
-        array = array.reshape(())
-    elif field == keys.FORCES:
-        if array.shape != (num_atoms, 3):
-            raise EquipotInputError(f"expected shape ({num_atoms}, 3), got {array.shape}",
-                                    source, index, field)
-    elif field == keys.DIPOLE:
-        if array.size != 3:
-            raise EquipotInputError(f"expected 3 values (e·Å), got shape {array.shape}",
-                                    source, index, field)
-        array = array.reshape(3)
-    else:
-        matrix = _as_stress_matrix(array)
+        raise EquipotInputError(f"not numeric: {value!r}", source, index, name) from None
+    if label.symmetry == keys.TENSOR:
+        matrix = _as_matrix(array)
         if matrix is None:
             raise EquipotInputError(f"expected 6 (Voigt) or 9 values, got shape {array.shape}",
-                                    source, index, field)
+                                    source, index, name)
         array = matrix
-        if abs(atoms.cell.volume) < MIN_VOLUME:
-            raise EquipotInputError(
-                f"a stress label needs a cell with a volume, but this one's is "
-                f"{abs(atoms.cell.volume):.3g} Å³ (pbc {atoms.pbc.tolist()}): give the "
-                f"non-periodic direction the cell vector the stress refers to, or drop the "
-                f"label (data.stress_key=null)", source, index, field)
+    elif label.per == keys.ATOM:
+        expected = (len(atoms), *label.shape)
+        if array.shape != expected:
+            raise EquipotInputError(f"expected shape {expected}, got {array.shape}",
+                                    source, index, name)
+    else:
+        size = int(np.prod(label.shape))
+        if array.size != size:
+            what = "one number" if size == 1 else f"{size} values ({label.unit})"
+            raise EquipotInputError(f"expected {what}, got shape {array.shape}",
+                                    source, index, name)
+        array = array.reshape(label.shape)
+    if label.needs_volume and abs(atoms.cell.volume) < MIN_VOLUME:
+        raise EquipotInputError(
+            f"a {name} label needs a cell with a volume, but this one's is "
+            f"{abs(atoms.cell.volume):.3g} Å³ (pbc {atoms.pbc.tolist()}): give the "
+            f"non-periodic direction the cell vector the {name} refers to, or drop the "
+            f"label (data.{name}_key=null)", source, index, name)
     if not np.all(np.isfinite(array)):
-        raise EquipotInputError("contains NaN or inf", source, index, field)
+        raise EquipotInputError("contains NaN or inf", source, index, name)
     return array
 
 
@@ -123,10 +150,10 @@ def read_labels(structures: list[ase.Atoms], label_keys: LabelKeys, source: str
     """Validated labels of every structure, by field name (``keys.ENERGY`` …); None where a
     structure lacks that label.
 
-    A field is a label of the file when any structure has it (energy, where its key is set,
-    must be in at least one). A structure that lacks it is masked out of that label's loss and
-    metrics. Stress counts only on periodic structures, which must then have a volume; dipoles
-    only on non-periodic ones: elsewhere they are ignored.
+    A field is a label of the file when any structure has it (a ``required`` one, energy, must
+    be in at least one where its key is set). A structure that lacks it is masked out of that
+    label's loss and metrics. A label counts only on the structures it ``applies_to`` (stress
+    on periodic ones, which must then have a volume; dipoles on non-periodic ones).
     """
     labels = {}
     for field, key in label_keys.items():
@@ -134,10 +161,10 @@ def read_labels(structures: list[ase.Atoms], label_keys: LabelKeys, source: str
             continue
         values = [_lookup(atoms, key) for atoms in structures]
         if all(value is None for value in values):
-            if field == keys.ENERGY:
+            if keys.label(field).required:
                 raise EquipotInputError(
                     f"no structure has the label '{key}' (looked in info, arrays and "
-                    f"calculator results); set data.energy_key to where energies are, or to "
+                    f"calculator results); set data.{field}_key to where they are, or to "
                     f"null to train without them", source, field=field)
             continue
         labels[field] = [None if value is None or not _applies(field, atoms)
@@ -146,11 +173,13 @@ def read_labels(structures: list[ase.Atoms], label_keys: LabelKeys, source: str
     return labels
 
 
-def _applies(field: str, atoms: ase.Atoms) -> bool:
-    """Stress is a label of periodic structures only, dipoles of non-periodic ones only."""
-    if field == keys.STRESS:
+def _applies(name: str, atoms: ase.Atoms) -> bool:
+    """Whether label ``name`` is one of ``atoms`` (its ``applies_to``: all, periodic or
+    non-periodic structures)."""
+    applies_to = keys.label(name).applies_to
+    if applies_to == "periodic":
         return bool(atoms.pbc.any())
-    if field == keys.DIPOLE:
+    if applies_to == "non_periodic":
         return not atoms.pbc.any()
     return True
 
@@ -190,3 +219,16 @@ def read_total_charge(atoms: ase.Atoms, source: str = "<atoms>", index: int | No
     if not np.isfinite(charge):
         raise EquipotInputError("is NaN or inf", source, index, TOTAL_CHARGE_KEY)
     return charge
+
+
+def isolated_atom_energies(path: str | Path, energy_key: str = "energy") -> dict[int, float]:
+    """Energies (eV) of the single-atom structures in ``path``, by atomic number (the reference
+    energies E0 of ``data.isolated_atoms``)."""
+    structures = read_structures(path)
+    for index, atoms in enumerate(structures):
+        if len(atoms) != 1:
+            raise EquipotInputError(f"expected one atom, found {len(atoms)}", path, index,
+                                    keys.ATOMIC_NUMBERS)
+    labels = read_labels(structures, LabelKeys.only(energy=energy_key), str(path))
+    return {int(atoms.numbers[0]): float(energy)
+            for atoms, energy in zip(structures, labels[keys.ENERGY])}

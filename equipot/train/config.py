@@ -6,34 +6,69 @@ valid options listed, instead of being stored and ignored or failing after the d
 The keys a component reads are those its constructor takes (the arguments its caller fills in
 itself excluded), or, for block families and energy terms, the fields of their declared
 ``Options``; the rest of the root config is listed here.
+
+Every default is written once. A training run's settings (data, recipe, trainer): in the YAML
+files under ``configs/``; the components they configure take each as a required argument, and
+``composed()`` gives them to Python callers. The options of block families and energy terms:
+in their ``Options`` dataclasses, which model files without an option also rely on; the configs
+read them from there (``register_config_sources``) and state only where a model differs.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict
 from inspect import signature
+from pathlib import Path
 
 import pytorch_lightning as pl
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from equipot.blocks.ewald_messages import EwaldMessagePassing
 from equipot.blocks.registry import FAMILIES
 from equipot.data.datamodule import AtomisticDataModule
+from equipot.data.reading import LabelKeys
+from equipot.datasets import bundled
 from equipot.errors import EquipotInputError
 from equipot.model.build import ARCHITECTURE, DTYPES, STATISTICS, option_names
 from equipot.physics.registry import ENERGY_TERMS
 from equipot.train.dimer_repulsion import DimerRepulsion
-from equipot.train.loss import PENALTIES, WeightedLoss
-from equipot.train.module import OPTIMIZERS, SCHEDULERS
+from equipot.train.loss import PENALTIES, WeightedLoss, weight_options
+from equipot.train.module import OPTIMIZERS
+from equipot.train.schedule import SCHEDULERS
 from equipot.train.stages import StageTwo
 
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")  # a link to configs/
 ROOT = ("seed", "dtype", "resume", "overwrite", "ema_decay", "loss", "optimizer", "scheduler",
         "dimer_repulsion", "stage_two", "short_range", "model", "data", "trainer")
 OPTIMIZER = ("name", "lr", "weight_decay")
 SCHEDULER = ("name", "factor", "patience", "min_lr")
 SHORT_RANGE = ("fail_on_error",)
 TRAINER_EXTRA = ("early_stopping_patience",)  # read by equipot-train, not by pl.Trainer
-DATA_EXTRA = ("isolated_atoms",)  # read by equipot-train (statistics), not the data module
+
+
+def register_config_sources() -> None:
+    """What the YAML configs read from Python: ``${bundled:name}``, the path of a file bundled
+    with equipot; the config groups ``model/block_options/<family>`` and
+    ``energy_term/<term>``, each the defaults of that family's or term's ``Options``."""
+    if not OmegaConf.has_resolver("bundled"):
+        OmegaConf.register_new_resolver("bundled", bundled)
+    store = ConfigStore.instance()
+    for name, family in FAMILIES.items():
+        store.store(group="model/block_options", name=name, node=asdict(family.options()))
+    for name, term in ENERGY_TERMS.items():
+        store.store(group="energy_term", name=name, node=asdict(term.Options()))
+
+
+def composed(*overrides: str) -> dict:
+    """The resolved root config of equipot-train under command-line ``overrides`` (e.g.
+    ``"recipe=short_budget"``): every default of a run, as ``configs/`` writes it."""
+    register_config_sources()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return OmegaConf.to_container(compose("train", overrides=list(overrides)), resolve=True)
 
 
 def options(component: Callable, supplied: Iterable[str] = ()) -> list[str]:
@@ -48,10 +83,14 @@ def check_config(settings: Mapping) -> None:
     check_keys(settings, ROOT, "", problems)
     check_choice(settings, "dtype", DTYPES, problems)
     sections = {
-        "loss": options(WeightedLoss), "optimizer": OPTIMIZER, "scheduler": SCHEDULER,
+        "loss": options(WeightedLoss, ("weights",)) + list(weight_options()),
+        "optimizer": OPTIMIZER, "scheduler": SCHEDULER,
         "dimer_repulsion": options(DimerRepulsion, ("species", "shortest_distances", "floors")),
-        "stage_two": options(StageTwo, ("schedule", "max_seconds")), "short_range": SHORT_RANGE,
-        "data": options(AtomisticDataModule, ("cutoff", "seed")) + list(DATA_EXTRA),
+        "stage_two": options(StageTwo, ("schedule", "max_seconds", "weights"))
+                     + list(weight_options()),
+        "short_range": SHORT_RANGE,
+        "data": options(AtomisticDataModule, ("cutoff", "seed", "label_keys"))
+                + list(LabelKeys.options()),
         "trainer": options(pl.Trainer) + list(TRAINER_EXTRA)}
     for section, allowed in sections.items():
         if isinstance(settings.get(section), Mapping):

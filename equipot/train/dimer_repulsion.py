@@ -38,8 +38,8 @@ class DimerRepulsion(nn.Module):
     """Appends dimers to a batch and scores how much they attract below r_min (see module)."""
 
     def __init__(self, species: list[int], shortest_distances: list[list[float | None]] | None,
-                 floors: torch.Tensor | None = None, weight: float = 1.0, margin: float = 0.05,
-                 samples_per_pair: int = 4):
+                 floors: torch.Tensor | None, *, weight: float, margin: float,
+                 samples_per_pair: int):
         """``shortest_distances``: [S][S] Å, aligned with ``species`` (the model config's);
         ``floors``: [S, S] Å, the model's distance floor (``Potential.distance_floor``), below
         which its network is blind and no dimer is drawn; None: draw down to 0.1 Å."""
@@ -104,9 +104,8 @@ class DimerRepulsion(nn.Module):
         """Split the predictions for ``append_to(batch)`` into those of ``batch``'s structures
         and the weighted penalty L_rep of the dimers (needs their forces)."""
         num_atoms, num_graphs = batch[keys.POSITIONS].shape[0], batch.num_graphs
-        lengths = {**dict.fromkeys(keys.PER_ATOM_OUTPUTS, num_atoms),
-                   **dict.fromkeys(keys.PER_STRUCTURE_OUTPUTS, num_graphs)}
-        own = {key: value[:lengths[key]] for key, value in predicted.items()}
+        own = {key: value[:num_atoms if keys.FIELDS[key].per == keys.ATOM else num_graphs]
+               for key, value in predicted.items()}
         dimer_forces = predicted[keys.FORCES][num_atoms:, 2].view(-1, 2)  # [D, (a, b)] along z
         slope = 0.5 * (dimer_forces[:, 0] - dimer_forces[:, 1])  # dE/dr, eV/Å
         return own, self.weight * torch.relu(slope + self.margin).mean()

@@ -1,4 +1,4 @@
-"""Weighted loss on per-atom energy, force, stress and dipole components."""
+"""Weighted loss on the components of every label: per-atom energies, forces, stress, dipoles."""
 
 from __future__ import annotations
 
@@ -6,34 +6,40 @@ import torch
 from torch import nn
 
 from equipot import keys
-from equipot.data.graph import atoms_per_structure
+from equipot.data.graph import atoms_per_structure, label_mask
 
 PENALTIES = ("mse", "huber")
 
 
-class WeightedLoss(nn.Module):
-    """L = w_E ρ̄(ΔE/N) + w_F ρ̄(ΔF) + w_σ ρ̄(Δσ) + w_μ ρ̄(Δμ), ρ squared error or Huber
-    (per component), ρ̄ its mean over the labelled components, each scaled by its structure's
-    loss weight (``keys.WEIGHT``, 1 without one).
 
-    Energy errors are divided by the number of atoms, so structures of any size weigh alike. A
-    structure lacking a label (``keys.HAS_LABEL``: stress counts on periodic structures only,
-    dipoles on non-periodic ones) adds nothing to that term, nor to the count it is averaged
-    over; a batch without any such label gives the term 0.
+def weight_options() -> dict[str, str]:
+    """The loss weight option of every label, as configs spell it: {"energy_weight": "energy",
+    …}."""
+    return {f"{name}_weight": name for name in keys.labels()}
+
+
+class WeightedLoss(nn.Module):
+    """L = Σ_label w_label ρ̄(Δ), over the labels (``keys.labels()``: energy, forces, stress,
+    dipole …), ρ squared error or Huber (per component), ρ̄ its mean over the labelled
+    components, each scaled by its structure's loss weight (``keys.WEIGHT``, 1 without one).
+
+    Errors of a ``per_atom`` label (energy) are divided by the number of atoms, so structures
+    of any size weigh alike. A structure lacking a label (its ``has`` flag: stress counts on
+    periodic structures only, dipoles on non-periodic ones) adds nothing to that term, nor to
+    the count it is averaged over; a batch without any such label gives the term 0.
     """
 
-    def __init__(self, energy_weight: float = 1.0, forces_weight: float = 100.0,
-                 stress_weight: float = 0.0, dipole_weight: float = 0.0, kind: str = "mse",
-                 huber_delta: float = 0.01):
+    def __init__(self, kind: str, huber_delta: float, **weights: float):
+        """``kind``: one of PENALTIES; ``huber_delta``: the Huber threshold; ``weights``:
+        ``<label>_weight=w`` (``weight_options()``), a label not given is not trained on."""
         super().__init__()
         if kind not in PENALTIES:
             raise ValueError(f"unknown loss '{kind}'; available: {sorted(PENALTIES)}")
-        self.weights = {keys.ENERGY: energy_weight, keys.FORCES: forces_weight,
-                        keys.STRESS: stress_weight, keys.DIPOLE: dipole_weight}
+        self.weights = dict.fromkeys(keys.labels(), 0.0) | label_weights(weights)
         self.kind, self.huber_delta = kind, huber_delta
 
-    def needs(self, field: str) -> bool:
-        return self.weights[field] > 0
+    def needs(self, name: str) -> bool:
+        return self.weights[name] > 0
 
     def _penalty(self, predicted: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """ρ of every component, same shape as ``predicted``."""
@@ -49,28 +55,39 @@ class WeightedLoss(nn.Module):
             raise ValueError("loss.dipole_weight > 0 needs a model that predicts dipoles "
                              "(+model.energy_terms.electrostatics={})")
         terms = {}
-        for field in keys.LABELS:
-            if self.needs(field) and field in batch and field in predicted:
-                prediction, reference = predicted[field], batch[field]
-                if field == keys.ENERGY:
+        for name in keys.labels():
+            if self.needs(name) and name in batch and name in predicted:
+                prediction, reference = predicted[name], batch[name]
+                if keys.label(name).per_atom:
                     num_atoms = atoms_per_structure(batch)
                     prediction, reference = prediction / num_atoms, reference / num_atoms
-                terms[field] = masked_mean(self._penalty(prediction, reference),
-                                           *label_mask_and_weights(batch, field))
+                terms[name] = masked_mean(self._penalty(prediction, reference),
+                                          *label_mask_and_weights(batch, name))
         weighted = {name: self.weights[name] * value for name, value in terms.items()}
         weighted["total"] = sum(weighted.values())
         return weighted
 
 
-def label_mask_and_weights(batch, field: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per item of ``field`` (structures; atoms for forces): whether it has the label (bool)
-    and its structure's loss weight (float64, 1 without ``keys.WEIGHT``), both [G] or [N]."""
-    has_label = batch[keys.HAS_LABEL[field]]
-    weights = (batch[keys.WEIGHT] if keys.WEIGHT in batch
-               else torch.ones(has_label.shape, dtype=torch.float64, device=has_label.device))
-    if field == keys.FORCES:
-        return has_label[batch[keys.BATCH]], weights[batch[keys.BATCH]]
-    return has_label, weights
+def label_weights(options: dict[str, float | None]) -> dict[str, float]:
+    """``{"energy_weight": 10.0, …}`` (``weight_options()``) → ``{"energy": 10.0, …}``; None
+    entries are left out."""
+    known = weight_options()
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"unknown loss weights {unknown}; available: {list(known)}")
+    return {known[option]: float(weight) for option, weight in options.items()
+            if weight is not None}
+
+
+def label_mask_and_weights(batch, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per item of label ``name`` (structures; atoms of a per-atom label): whether it has the
+    label (bool) and its structure's loss weight (float64, 1 without ``keys.WEIGHT``)."""
+    has_label = label_mask(batch, name)
+    if keys.WEIGHT not in batch:
+        return has_label, torch.ones(has_label.shape, dtype=torch.float64,
+                                     device=has_label.device)
+    weights = batch[keys.WEIGHT]
+    return has_label, weights[batch[keys.BATCH]] if keys.label(name).per == keys.ATOM else weights
 
 
 def masked_mean(penalty: torch.Tensor, has_label: torch.Tensor, weights: torch.Tensor

@@ -1,8 +1,9 @@
-"""MAE and RMSE of energies (total and per atom), forces, stress and dipoles, accumulated over
-batches, over the structures that have each label (``keys.HAS_LABEL``).
+"""MAE and RMSE of every label (``keys.labels()``), and per atom of the ``per_atom`` ones (energy),
+accumulated over batches, over the structures that have each label.
 
 One implementation serves training (validation and test in Lightning, synchronised across
-DDP ranks by torchmetrics) and ``equipot-evaluate``. Values are in eV, eV/Å, eV/Å³ and e·Å.
+DDP ranks by torchmetrics) and ``equipot-evaluate``. Values are in the labels' units (eV,
+eV/Å, eV/Å³, e·Å; eV/atom per atom).
 """
 
 from __future__ import annotations
@@ -11,29 +12,32 @@ import torch
 from torchmetrics import Metric
 
 from equipot import keys
-from equipot.data.graph import atoms_per_structure
+from equipot.data.graph import atoms_per_structure, label_mask
 
-QUANTITIES = ("energy", "energy_per_atom", "forces", "stress", "dipole")
-UNITS = {"energy": "eV", "energy_per_atom": "eV/atom", "forces": "eV/Å", "stress": "eV/Å³",
-         "dipole": "e·Å"}
+
+def units_by_quantity() -> dict[str, str]:
+    """Every label, and "<label>_per_atom" after each ``per_atom`` one, with its unit."""
+    units = {}
+    for name in keys.labels():
+        units[name] = keys.label(name).unit
+        if keys.label(name).per_atom:
+            units[f"{name}_per_atom"] = f"{keys.label(name).unit}/atom"
+    return units
+
 
 
 def errors_by_quantity(predicted: dict, batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per quantity the batch has labels for: prediction − reference [items, components]
-    (float64) and whether each item has the label [items] (bool; ``keys.HAS_LABEL``)."""
+    (float64) and whether each item has the label [items] (bool)."""
     errors = {}
-    for field in keys.LABELS:
-        if field in batch and field in predicted:
-            difference = predicted[field].double() - batch[field].double()
-            has_label = batch[keys.HAS_LABEL[field]]
-            if field == keys.ENERGY:
-                errors["energy"] = (difference[:, None], has_label)
-                errors["energy_per_atom"] = ((difference / atoms_per_structure(batch))[:, None],
-                                             has_label)
-            else:
-                if field == keys.FORCES:
-                    has_label = has_label[batch[keys.BATCH]]
-                errors[field] = (difference.flatten(1), has_label)
+    for name in keys.labels():
+        if name in batch and name in predicted:
+            difference = predicted[name].double() - batch[name].double()
+            has_label = label_mask(batch, name)
+            errors[name] = (difference.reshape(len(difference), -1), has_label)
+            if keys.label(name).per_atom:
+                errors[f"{name}_per_atom"] = (
+                    errors[name][0] / atoms_per_structure(batch)[:, None], has_label)
     return errors
 
 
@@ -46,7 +50,8 @@ class ErrorMetrics(Metric):
         """``kwargs``: torchmetrics' options (``sync_on_compute=False`` for one process's
         numbers under DDP)."""
         super().__init__(**kwargs)
-        for quantity in QUANTITIES:
+        self.quantities = tuple(units_by_quantity())  # energy, energy_per_atom, forces, …
+        for quantity in self.quantities:
             for statistic in ("abs", "squared", "count"):
                 self.add_state(f"{quantity}_{statistic}",
                                default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
@@ -62,7 +67,7 @@ class ErrorMetrics(Metric):
 
     def compute(self) -> dict[str, float]:
         results = {}
-        for quantity in QUANTITIES:
+        for quantity in self.quantities:
             count = getattr(self, f"{quantity}_count")
             if count > 0:
                 results[f"{quantity}_mae"] = getattr(self, f"{quantity}_abs") / count

@@ -28,10 +28,8 @@ from equipot.train.divergence import TrainingDiverged, non_finite
 from equipot.train.ema import exponential_moving_average
 from equipot.train.loss import WeightedLoss
 from equipot.train.metrics import ErrorMetrics
+from equipot.train.schedule import SCHEDULERS, plateau_schedule
 
-# plateau: ReduceLROnPlateau on the validation loss (configure_optimizers);
-# cosine: cosine decay over the epoch or wall-clock budget (equipot.train.schedule, a callback).
-SCHEDULERS = ("plateau", "cosine")
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 WEIGHT_SETS = ("ema", "raw")
 
@@ -39,25 +37,23 @@ WEIGHT_SETS = ("ema", "raw")
 class PotentialModule(pl.LightningModule):
     """``model_config`` as for ``build_potential``; ``labels``: fields the training data has."""
 
-    def __init__(self, model_config: Mapping, labels: list[str], dtype: str = "float32",
-                 loss: Mapping | None = None, optimizer: Mapping | None = None,
-                 scheduler: Mapping | None = None, ema_decay: float | None = 0.99,
-                 dimer_repulsion: Mapping | None = None):
-        """``dimer_repulsion``: options of ``DimerRepulsion`` (weight, margin,
-        samples_per_pair), None for no such penalty."""
+    def __init__(self, model_config: Mapping, labels: list[str], *, dtype: str,
+                 loss: Mapping, optimizer: Mapping, scheduler: Mapping,
+                 ema_decay: float | None, dimer_repulsion: Mapping | None):
+        """The root config's sections (``configs/recipe``): ``loss``, options of
+        ``WeightedLoss``; ``optimizer`` {name, lr, weight_decay}; ``scheduler`` {name, factor,
+        patience, min_lr}; ``ema_decay``, None for no EMA; ``dimer_repulsion``, options of
+        ``DimerRepulsion`` (weight, margin, samples_per_pair), None for no such penalty."""
         super().__init__()
         self.save_hyperparameters()
         self.model = build_potential(model_config, dtype=DTYPES[dtype])
-        self.loss = WeightedLoss(**(loss or {}))
+        self.loss = WeightedLoss(**loss)
         self.labels = set(labels)
         self.dimer_repulsion = (
             DimerRepulsion(self.model.species, self.model.config.get("shortest_distances"),
                            floors=getattr(self.model.distance_floor, "floor", None),
                            **dimer_repulsion) if dimer_repulsion else None)
-        self.optimizer_config = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0,
-                                 **(optimizer or {})}
-        self.scheduler_config = {"name": "plateau", "factor": 0.8, "patience": 10,
-                                 "min_lr": 1e-6, **(scheduler or {})}
+        self.optimizer_config, self.scheduler_config = dict(optimizer), dict(scheduler)
         if self.scheduler_config["name"] not in SCHEDULERS:
             raise ValueError(f"unknown scheduler '{self.scheduler_config['name']}'; "
                              f"available: {sorted(SCHEDULERS)}")
@@ -168,10 +164,6 @@ class PotentialModule(pl.LightningModule):
         optimizer = OPTIMIZERS[self.optimizer_config["name"].lower()](
             self.model.parameters(), lr=self.optimizer_config["lr"],
             weight_decay=self.optimizer_config["weight_decay"])
-        if self.scheduler_config["name"] == "cosine":  # driven by BudgetCosineSchedule
-            return optimizer
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=self.scheduler_config["factor"],
-            patience=self.scheduler_config["patience"], min_lr=self.scheduler_config["min_lr"])
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+        schedule = plateau_schedule(optimizer, self.scheduler_config)
+        return optimizer if schedule is None else {"optimizer": optimizer,
+                                                   "lr_scheduler": schedule}

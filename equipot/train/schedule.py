@@ -1,4 +1,9 @@
-"""Cosine learning-rate decay over the training budget, whether it is epochs or wall clock.
+"""The learning-rate schedules of ``scheduler.name``, built here and nowhere else:
+
+- ``plateau``: ReduceLROnPlateau on the validation loss, a Lightning scheduler
+  (``plateau_schedule``, for ``configure_optimizers``);
+- ``cosine``: cosine decay over the training budget, whether it is epochs or wall clock, a
+  callback (``budget_schedule``, for the Trainer's callbacks):
 
     lr(p) = min_lr + (lr₀ − min_lr) · (1 + cos πp) / 2,
     p = max(steps / (max_epochs · steps per epoch), elapsed training time / max_time)
@@ -17,6 +22,29 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 import pytorch_lightning as pl
+import torch
+
+SCHEDULERS = ("plateau", "cosine")
+
+
+def plateau_schedule(optimizer: torch.optim.Optimizer, scheduler: Mapping) -> dict | None:
+    """Lightning's scheduler config of the ``scheduler`` section {name, factor, patience,
+    min_lr} (patience in epochs), or None where the schedule is a callback."""
+    if scheduler["name"] != "plateau":
+        return None
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=scheduler["factor"], patience=scheduler["patience"],
+        min_lr=scheduler["min_lr"])
+    return {"scheduler": plateau, "monitor": "val/loss"}
+
+
+def budget_schedule(scheduler: Mapping, max_seconds: float | None
+                    ) -> BudgetCosineSchedule | None:
+    """The callback of the ``scheduler`` section under a wall-clock budget of ``max_seconds``
+    (None: epochs only), or None where the schedule is Lightning's."""
+    if scheduler["name"] != "cosine":
+        return None
+    return BudgetCosineSchedule(max_seconds, scheduler["min_lr"])
 
 
 def duration_seconds(max_time: str | Mapping | timedelta | None) -> float | None:
@@ -73,7 +101,7 @@ class BudgetCosineSchedule(BudgetCallback):
     started, kept in the optimiser's state; ``StageTwo`` may change it).
     """
 
-    def __init__(self, max_seconds: float | None, min_lr: float = 1e-6):
+    def __init__(self, max_seconds: float | None, min_lr: float):
         super().__init__(max_seconds)
         self.min_lr = min_lr
 

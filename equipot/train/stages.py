@@ -19,27 +19,23 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from equipot import keys
+from equipot.train.loss import label_weights
 from equipot.train.schedule import BudgetCallback, BudgetCosineSchedule
 
 
 class StageTwo(BudgetCallback):
-    """``start``: fraction of the budget in (0, 1); ``*_weight``: the loss weights of stage two
-    (None keeps the first stage's); ``lr``: its learning rate (None keeps the schedule's);
-    ``schedule``: the run's cosine schedule, if it has one."""
+    """``start``: fraction of the budget in (0, 1); ``weights``: the loss weights of stage two,
+    ``<label>_weight=w`` as for ``WeightedLoss`` (those not given keep the first stage's);
+    ``lr``: its learning rate (None keeps the schedule's); ``schedule``: the run's cosine
+    schedule, if it has one."""
 
-    def __init__(self, start: float, energy_weight: float | None = None,
-                 forces_weight: float | None = None, stress_weight: float | None = None,
-                 dipole_weight: float | None = None, lr: float | None = None,
-                 max_seconds: float | None = None,
-                 schedule: BudgetCosineSchedule | None = None):
+    def __init__(self, start: float, lr: float | None = None, max_seconds: float | None = None,
+                 schedule: BudgetCosineSchedule | None = None, **weights: float | None):
         super().__init__(max_seconds)
         if not 0.0 < start < 1.0:
             raise ValueError(f"stage_two.start is a fraction of the budget in (0, 1), got {start}")
         self.start, self.lr, self.schedule = start, lr, schedule
-        self.weights = {field: weight for field, weight in (
-            (keys.ENERGY, energy_weight), (keys.FORCES, forces_weight),
-            (keys.STRESS, stress_weight), (keys.DIPOLE, dipole_weight)) if weight is not None}
+        self.weights = label_weights(weights)
         self.active = False
 
     def on_train_start(self, trainer, pl_module):

@@ -16,7 +16,6 @@ are subtracted from the labels first: E0, shift and scale describe what the netw
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,26 +23,12 @@ from torch_geometric.loader import DataLoader
 
 from equipot import keys
 from equipot.data.dataset import GraphDataset
-from equipot.data.reading import LabelKeys, read_labels, read_structures
 from equipot.errors import EquipotInputError
 from equipot.model.build import build_fixed_terms, listed_energy_terms
 from equipot.nn.geometry import edge_vectors
 from equipot.physics.registry import ENERGY_TERMS
 
 PRIOR_BATCH_SIZE = 64  # structures per batch when evaluating fixed energy terms
-
-
-def isolated_atom_energies(path: str | Path, energy_key: str = "energy") -> dict[int, float]:
-    """Energies (eV) of single-atom structures in ``path``, by atomic number."""
-    structures = read_structures(path)
-    for index, atoms in enumerate(structures):
-        if len(atoms) != 1:
-            raise EquipotInputError(f"expected one atom, found {len(atoms)}", path, index,
-                                    keys.ATOMIC_NUMBERS)
-    labels = read_labels(structures, LabelKeys(energy=energy_key, forces=None, stress=None),
-                         str(path))
-    return {int(atoms.numbers[0]): float(energy)
-            for atoms, energy in zip(structures, labels[keys.ENERGY])}
 
 
 def element_counts(dataset: GraphDataset, species: list[int]) -> np.ndarray:
@@ -103,11 +88,11 @@ def compute_statistics(dataset: GraphDataset, isolated_atoms: dict[int, float] |
     prior_energies, prior_forces = fixed_term_labels(dataset, species, model_config or {})
     energies = forces = None
     if keys.ENERGY in dataset.fields:  # structures with an energy label
-        has_energy = dataset.tensors[keys.HAS_LABEL[keys.ENERGY]].numpy()
+        has_energy = dataset.tensors[keys.label(keys.ENERGY).has].numpy()
         energies = (dataset.tensors[keys.ENERGY].numpy() - prior_energies)[has_energy]
         counts, num_atoms = counts[has_energy], num_atoms[has_energy]
     if keys.FORCES in dataset.fields:  # atoms of structures with a force label
-        has_forces = dataset.tensors[keys.HAS_LABEL[keys.FORCES]].repeat_interleave(
+        has_forces = dataset.tensors[keys.label(keys.FORCES).has].repeat_interleave(
             dataset.tensors[keys.NUM_ATOMS]).numpy()
         forces = (dataset.tensors[keys.FORCES].numpy() - prior_forces)[has_forces]
 

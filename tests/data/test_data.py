@@ -16,9 +16,17 @@ from equipot import keys
 from equipot.data.datamodule import AtomisticDataModule
 from equipot.data.dataset import GraphDataset
 from equipot.data.graph import atoms_to_graph
-from equipot.data.reading import LabelKeys, WeightKeys, read_labels, read_structures
+from equipot.data.reading import (
+    LabelKeys,
+    WeightKeys,
+    isolated_atom_energies,
+    read_labels,
+    read_structures,
+)
 from equipot.errors import EquipotInputError
-from equipot.train.statistics import compute_statistics, element_counts, isolated_atom_energies
+from equipot.train.statistics import compute_statistics, element_counts
+
+from conftest import run_defaults
 
 CUTOFF = 3.0
 
@@ -181,8 +189,8 @@ def test_structures_lacking_a_label_are_flagged_and_hold_zeros(tmp_path):
     path = write(tmp_path / "partial.xyz", frames)
     dataset = GraphDataset.from_file(path, CUTOFF, LabelKeys(energy="REF_energy"),
                                      cache_dir=tmp_path / "cache")
-    has_energy = dataset.tensors[keys.HAS_LABEL[keys.ENERGY]].tolist()
-    has_forces = dataset.tensors[keys.HAS_LABEL[keys.FORCES]].tolist()
+    has_energy = dataset.tensors[keys.label(keys.ENERGY).has].tolist()
+    has_forces = dataset.tensors[keys.label(keys.FORCES).has].tolist()
     assert has_energy == [True, True, False, True] and has_forces == [True, True, True, False]
     assert dataset.label_counts() == {keys.ENERGY: 3, keys.FORCES: 3}
     assert dataset[2][keys.ENERGY].item() == 0.0
@@ -199,7 +207,7 @@ def test_stress_is_a_label_of_the_periodic_structures_only(tmp_path):
     frames[0].calc.results["stress"] = np.ones(6)  # a molecule's stress: meaningless, ignored
     path = write(tmp_path / "mixed.xyz", frames)
     dataset = GraphDataset.from_file(path, CUTOFF, cache_dir=False)
-    assert dataset.tensors[keys.HAS_LABEL[keys.STRESS]].tolist() == [False, False, True]
+    assert dataset.tensors[keys.label(keys.STRESS).has].tolist() == [False, False, True]
     assert dataset[2][keys.STRESS][0, 0, 1].item() == pytest.approx(0.05)
 
 
@@ -603,8 +611,8 @@ def test_statistics_without_forces_use_energy_spread():
 # ---------------------------------------------------------------------------------------------
 
 def make_module(tmp_path, train, **options):
-    module = AtomisticDataModule(train=str(train), cutoff=CUTOFF,
-                                 cache_dir=str(tmp_path / "cache"), **options)
+    module = AtomisticDataModule(cutoff=CUTOFF, seed=options.pop("seed", 0), **run_defaults(
+        "data", train=str(train), cache_dir=str(tmp_path / "cache"), **options))
     module.setup("fit")
     return module
 
@@ -694,7 +702,7 @@ def test_datamodule_unknown_element_in_split(tmp_path):
     train = write(tmp_path / "train.xyz", frames)
     seed = next(seed for seed in range(100)
                 if nitrogen in np.random.default_rng(seed).permutation(20)[:2])
-    module = AtomisticDataModule(train=str(train), cutoff=CUTOFF, valid_count=2, seed=seed,
-                                 cache_dir=str(tmp_path / "cache"))
+    module = AtomisticDataModule(cutoff=CUTOFF, seed=seed, **run_defaults(
+        "data", train=str(train), valid_count=2, cache_dir=str(tmp_path / "cache")))
     with pytest.raises(EquipotInputError, match=r"\[7\]"):
         module.setup("fit")

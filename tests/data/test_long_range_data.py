@@ -12,6 +12,8 @@ from equipot.data.datamodule import AtomisticDataModule
 from equipot.data.reading import read_structures
 from equipot.datasets import bundled
 
+from conftest import run_defaults
+
 CUTOFF = 5.0  # Å, the cutoff the benchmark is designed around
 COULOMB_CONSTANT = Hartree * Bohr  # eV·Å/e², 14.3996
 MOLECULAR = ("train.xyz", "valid.xyz", "test.xyz", "scan.xyz")
@@ -41,10 +43,10 @@ def centre_vector(atoms):
     ("periodic_", {keys.ENERGY, keys.FORCES, keys.STRESS}),
 ])
 def test_splits_load_through_the_data_module(prefix, labels):
-    data = AtomisticDataModule(train=bundled(f"long_range/{prefix}train.xyz"),
-                               valid=bundled(f"long_range/{prefix}valid.xyz"),
-                               test=bundled(f"long_range/{prefix}test.xyz"),
-                               cutoff=CUTOFF, cache_dir=False)
+    data = AtomisticDataModule(cutoff=CUTOFF, seed=0, **run_defaults(
+        "data", train=bundled(f"long_range/{prefix}train.xyz"),
+        valid=bundled(f"long_range/{prefix}valid.xyz"),
+        test=bundled(f"long_range/{prefix}test.xyz"), cache_dir=False))
     data.setup()
     assert set(data.labels) == labels
     for dataset in data.sets.values():

@@ -24,7 +24,7 @@ from equipot.physics.elements import COULOMB_CONSTANT
 from equipot.train.loss import WeightedLoss
 from equipot.train.metrics import ErrorMetrics
 
-from conftest import MODEL_CONFIG
+from conftest import MODEL_CONFIG, run_defaults
 
 SPECIES_CHARGES = [0.3, -0.2, -0.7, 0.8]  # e, offsets q_0 of H, C, O, Cu (MODEL_CONFIG's species)
 ATOM_BLOCKS = ["schnet", "painn", "nequip"]  # per-atom features (MACE's too, but slow to build)
@@ -272,7 +272,7 @@ def test_total_charge_and_dipole_reach_the_batch(tmp_path):
     np.testing.assert_array_equal(batch[keys.TOTAL_CHARGE].numpy(), [-1.0, 0.0, 1.0, -1.0])
     # A dipole is a label of the molecules only: the Cu cell's is ignored.
     np.testing.assert_allclose(batch[keys.DIPOLE].numpy()[:, 0], [0.0, 0.1, 0.2, 0.0])
-    assert batch[keys.HAS_LABEL[keys.DIPOLE]].tolist() == [True, True, True, False]
+    assert batch[keys.label(keys.DIPOLE).has].tolist() == [True, True, True, False]
     assert batch[keys.DIPOLE].shape == (4, 3)
     plain = atoms_to_graph(molecule("H2O"), 3.0)
     assert plain[keys.TOTAL_CHARGE].tolist() == [0.0]  # absent: neutral
@@ -303,7 +303,7 @@ def test_dipole_missing_in_one_structure_leaves_it_out(tmp_path):
     path = tmp_path / "partial.xyz"
     ase.io.write(path, frames, format="extxyz")
     dataset = GraphDataset.from_file(path, 3.0, cache_dir=False)
-    assert dataset.tensors[keys.HAS_LABEL[keys.DIPOLE]].tolist() == [True, True, False]
+    assert dataset.tensors[keys.label(keys.DIPOLE).has].tolist() == [True, True, False]
 
 
 def test_dipole_loss_and_metrics_count_molecules_only(charged_model):
@@ -316,7 +316,8 @@ def test_dipole_loss_and_metrics_count_molecules_only(charged_model):
     assert molecule.tolist() == [True, True, True, False]
     error = (predicted[keys.DIPOLE] - batch[keys.DIPOLE])[molecule]
 
-    loss = WeightedLoss(energy_weight=0.0, forces_weight=0.0, dipole_weight=2.0)(predicted, batch)
+    loss = WeightedLoss(**run_defaults("loss", energy_weight=0.0, forces_weight=0.0,
+                                                dipole_weight=2.0))(predicted, batch)
     assert abs(loss[keys.DIPOLE].item() - 2.0 * error.square().mean().item()) < 1e-12
     loss["total"].backward()
     assert model.energy_terms[0].species_charges.grad.abs().max() > 0
@@ -331,7 +332,8 @@ def test_dipole_loss_needs_a_model_with_dipoles(build_model, ethanol):
     dataset = GraphDataset.from_atoms([ethanol], MODEL_CONFIG["cutoff"])
     batch = Batch.from_data_list([dataset[0]])
     with pytest.raises(ValueError, match="dipole_weight"):
-        WeightedLoss(dipole_weight=1.0)(build_model(MODEL_CONFIG)(batch), batch)
+        loss = WeightedLoss(**run_defaults("loss", dipole_weight=1.0))
+        loss(build_model(MODEL_CONFIG)(batch), batch)
 
 
 @pytest.mark.slow

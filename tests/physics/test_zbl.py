@@ -26,6 +26,7 @@ from equipot.model.build import STATISTICS
 from equipot.physics.registry import ENERGY_TERMS
 from equipot.physics.term import TermContext
 from equipot.physics.zbl import ZBLOptions, ZBLRepulsion, smooth_switch
+from equipot.train.config import composed
 from equipot.train.statistics import compute_statistics, shortest_distances
 
 from conftest import MODEL_CONFIG, make_cu_cell, make_ethanol
@@ -175,13 +176,12 @@ def test_float32_model_agrees_and_the_model_file_round_trips(zbl_model_pair, tmp
 
 def test_registered_as_a_fixed_term_and_on_for_every_model_config():
     assert ENERGY_TERMS["zbl"] is ZBLRepulsion and ZBLRepulsion.fixed
-    physics = yaml.safe_load((CONFIGS / "physics" / "default.yaml").read_text())
-    assert list(physics["energy_terms"]) == ["zbl"]
     for path in sorted((CONFIGS / "model").glob("*.yaml")):
-        config = yaml.safe_load(path.read_text())
-        assert "energy_terms" not in config, path.name  # architecture only
-        ZBLRepulsion(TermContext(tuple(range(1, 87)), config["cutoff"]),  # H … Rn
-                     ZBLOptions(**physics["energy_terms"]["zbl"]))
+        assert "energy_terms" not in yaml.safe_load(path.read_text()), path.name
+        model = composed("data.train=x.xyz", f"model={path.stem}")["model"]
+        assert list(model["energy_terms"]) == ["zbl"], path.name
+        ZBLRepulsion(TermContext(tuple(range(1, 87)), model["cutoff"]),  # H … Rn
+                     ZBLOptions(**model["energy_terms"]["zbl"]))
 
 
 def test_radii_beyond_the_cutoff_or_in_the_wrong_order_fail_at_build_time(build_model):

@@ -1,25 +1,29 @@
 """The Hydra configs compose: model configs hold the architecture, the physics group the
 energy terms (keyed, so they merge), the recipe group how to train."""
 
+from dataclasses import asdict
+from inspect import Parameter, signature
 from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from equipot.cli import train as train_cli
+from equipot.blocks.registry import FAMILIES
+from equipot.data.datamodule import AtomisticDataModule
 from equipot.model.build import listed_energy_terms
+from equipot.physics.registry import ENERGY_TERMS
+from equipot.train import config as train_config
 from equipot.train.config import check_config
+from equipot.train.dimer_repulsion import DimerRepulsion
+from equipot.train.loss import WeightedLoss
+from equipot.train.module import PotentialModule
 
-CONFIGS = Path(train_cli.CONFIG_DIR)
+CONFIGS = Path(train_config.CONFIG_DIR)
 EXPERIMENTS = sorted(path.stem for path in (CONFIGS / "experiment").glob("*.yaml"))
 
 
 def composed(*overrides):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        config = compose("train", overrides=["data.train=x.xyz", *overrides])
-    return OmegaConf.to_container(config, resolve=True)
+    return train_config.composed("data.train=x.xyz", *overrides)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -53,3 +57,58 @@ def test_the_recipe_group_sets_how_to_train():
     assert short["scheduler"]["name"] == "cosine" and short["data"]["batch_size"] == 8
     assert short["trainer"]["max_time"] == "00:00:06:30"
     assert composed("experiment=ethanol_schnet")["optimizer"] == short["optimizer"]
+
+
+def python_defaults(component) -> set[str]:
+    return {name for name, parameter in signature(component).parameters.items()
+            if parameter.default is not Parameter.empty}
+
+
+def test_the_defaults_of_a_run_are_written_in_the_yaml_only():
+    run = composed()
+    for section, component in [("loss", WeightedLoss), ("dimer_repulsion", DimerRepulsion),
+                               ("data", AtomisticDataModule)]:
+        assert not python_defaults(component) & set(run[section]), section
+    assert not python_defaults(PotentialModule) & {
+        "dtype", "loss", "optimizer", "scheduler", "ema_decay", "dimer_repulsion"}
+
+
+def raw_options(tree, path=()):
+    """(where, name, options) of every block_options and energy term a YAML file writes."""
+    if not isinstance(tree, dict):
+        return
+    for key, value in tree.items():
+        if key == "block_options" and isinstance(value, dict):
+            yield path, None, value
+        elif key == "energy_terms" and isinstance(value, dict):
+            for term, options in value.items():
+                yield path, term, options or {}
+        else:
+            yield from raw_options(value, (*path, key))
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda path: path.name)
+def test_no_config_restates_an_option_it_would_have_anyway(path):
+    """Block and term options default in their Options dataclasses; a model or physics YAML
+    states only what differs from them, an experiment only what differs from its model's."""
+    group = path.parent.name
+    selection = {"model": f"model={path.stem}", "experiment": f"experiment={path.stem}"}
+    block = composed(selection[group])["model"]["block"] if group in selection else None
+    for _, term, options in raw_options(yaml.safe_load(path.read_text()) or {}):
+        if term is not None:
+            defaults = asdict(ENERGY_TERMS[term].Options())
+        elif group == "experiment":
+            defaults = composed(f"model={block}")["model"]["block_options"]
+        else:
+            defaults = asdict(FAMILIES[block].options())
+        restated = {name for name, value in options.items() if defaults.get(name) == value}
+        assert not restated, f"{path.name} restates {sorted(restated)}"
+
+
+def test_block_and_term_options_come_from_their_dataclasses():
+    for name, family in FAMILIES.items():
+        assert composed(f"model={name}")["model"]["block_options"].keys() \
+            == asdict(family.options()).keys()
+    charged = composed("experiment=electrostatics")["model"]["energy_terms"]
+    assert charged["electrostatics"] == asdict(ENERGY_TERMS["electrostatics"].Options())
+    assert charged["zbl"] == asdict(ENERGY_TERMS["zbl"].Options())

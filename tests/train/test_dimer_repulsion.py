@@ -15,7 +15,7 @@ from equipot.analysis.short_range import check_short_range
 from equipot.data.graph import MIN_DISTANCE, atoms_to_graph
 from equipot.train.dimer_repulsion import DimerRepulsion
 
-from conftest import MODEL_CONFIG, make_ethanol
+from conftest import MODEL_CONFIG, make_ethanol, run_defaults
 
 SPECIES = [1, 6, 8]
 CONFIG = {**MODEL_CONFIG, "species": SPECIES, "reference_energies": [-1.0, -2.0, -3.0]}
@@ -28,7 +28,8 @@ def ethanol_batch(cutoff):
 
 
 def test_dimers_are_drawn_per_pair_one_in_each_slice_below_r_min():
-    penalty = DimerRepulsion(SPECIES, SHORTEST, samples_per_pair=5)
+    penalty = DimerRepulsion(SPECIES, SHORTEST, None,
+                             **run_defaults("dimer_repulsion", samples_per_pair=5))
     torch.manual_seed(0)
     distances = penalty.distances().view(len(PAIRS), 5)
     r_min = torch.tensor([SHORTEST[SPECIES.index(a)][SPECIES.index(b)] for a, b in PAIRS])
@@ -41,7 +42,8 @@ def test_dimers_are_drawn_per_pair_one_in_each_slice_below_r_min():
 def test_no_dimer_is_drawn_below_the_models_distance_floor(build_model):
     model = build_model({**CONFIG, "network_floor_factor": 0.5})
     floors = model.distance_floor.floor
-    penalty = DimerRepulsion(SPECIES, SHORTEST, floors=floors, samples_per_pair=50)
+    penalty = DimerRepulsion(SPECIES, SHORTEST, floors,
+                             **run_defaults("dimer_repulsion", samples_per_pair=50))
     distances = penalty.distances().view(len(PAIRS), 50)
     r_f = torch.tensor([floors[SPECIES.index(a), SPECIES.index(b)] for a, b in PAIRS])
     assert (distances >= r_f.double().unsqueeze(1)).all()
@@ -50,7 +52,8 @@ def test_no_dimer_is_drawn_below_the_models_distance_floor(build_model):
 
 def test_the_batch_keeps_its_predictions_and_the_slopes_are_finite_differences(build_model):
     model = build_model({**CONFIG, "energy_terms": [{"name": "zbl"}]})
-    penalty = DimerRepulsion(SPECIES, SHORTEST, weight=1.0, margin=0.0)
+    penalty = DimerRepulsion(SPECIES, SHORTEST, None,
+                             **run_defaults("dimer_repulsion", weight=1.0, margin=0.0))
     batch = ethanol_batch(model.cutoff)
     torch.manual_seed(0)
     joined = penalty.append_to(batch)
@@ -84,7 +87,8 @@ def test_minimising_the_penalty_makes_a_failing_model_pass_the_check(build_model
     model = build_model(CONFIG, seed=3).train()
     before = check_short_range(model.eval(), SHORTEST, tmp_path / "before")
     assert not before.passed
-    penalty = DimerRepulsion(SPECIES, SHORTEST, weight=1.0, margin=0.05, samples_per_pair=8)
+    penalty = DimerRepulsion(SPECIES, SHORTEST, None, **run_defaults(
+        "dimer_repulsion", weight=1.0, margin=0.05, samples_per_pair=8))
     batch = ethanol_batch(model.cutoff)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()

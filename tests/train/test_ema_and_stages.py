@@ -16,6 +16,8 @@ from equipot.train.loss import WeightedLoss
 from equipot.train.schedule import BudgetCosineSchedule
 from equipot.train.stages import StageTwo
 
+from conftest import run_defaults
+
 
 def test_the_warm_up_leaves_nothing_of_the_first_weights_after_75_steps():
     """Observation 3 of issue 12: a plain EMA (0.99) kept ~47 % of its first weights after 75
@@ -63,7 +65,8 @@ def fake_trainer(total_steps: int):
 @pytest.mark.parametrize("cosine", [False, True])
 def test_stage_two_switches_weights_and_rate_at_its_start_and_restarts_selection(cosine):
     trainer = fake_trainer(total_steps=100)
-    module = SimpleNamespace(loss=WeightedLoss(energy_weight=1.0, forces_weight=100.0))
+    module = SimpleNamespace(loss=WeightedLoss(**run_defaults("loss", energy_weight=1.0,
+                                                              forces_weight=100.0)))
     schedule = BudgetCosineSchedule(None, min_lr=1e-5) if cosine else None
     stage = StageTwo(start=0.75, energy_weight=1000.0, lr=1e-3, schedule=schedule)
     for callback in filter(None, (schedule, stage)):
@@ -90,7 +93,8 @@ def test_stage_two_resumes_in_stage_two():
     trainer = fake_trainer(total_steps=100)
     stage = StageTwo(start=0.5, forces_weight=10.0)
     stage.load_state_dict({"elapsed": 0.0, "active": True})
-    module = SimpleNamespace(loss=WeightedLoss())  # rebuilt with stage one's weights
+    # rebuilt with stage one's weights
+    module = SimpleNamespace(loss=WeightedLoss(**run_defaults("loss")))
     stage.on_train_start(trainer, module)
     assert module.loss.weights[keys.FORCES] == 10.0
     with pytest.raises(ValueError, match="fraction of the budget"):

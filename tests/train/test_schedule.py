@@ -13,7 +13,7 @@ import equipot.train.schedule as schedule
 from equipot.train.module import PotentialModule
 from equipot.train.schedule import BudgetCosineSchedule, duration_seconds
 
-from conftest import MODEL_CONFIG
+from conftest import MODEL_CONFIG, run_defaults
 
 LR, MIN_LR = 1e-2, 1e-4
 
@@ -99,4 +99,6 @@ def test_resumed_run_continues_the_schedule(clock):
 def test_unknown_scheduler_is_refused():
     config = {**MODEL_CONFIG}
     with pytest.raises(ValueError, match="unknown scheduler 'linear'"):
-        PotentialModule(config, labels=["energy"], scheduler={"name": "linear"})
+        PotentialModule(config, labels=["energy"], dtype="float32", loss=run_defaults("loss"),
+                        optimizer=run_defaults("optimizer"), scheduler={"name": "linear"},
+                        ema_decay=None, dimer_repulsion=None)

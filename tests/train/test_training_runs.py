@@ -34,7 +34,7 @@ from equipot.train.lightning_checkpoint import model_from_checkpoint
 from equipot.train.loss import WeightedLoss
 from equipot.train.run_directory import ContinuingCSVLogger
 
-from conftest import write_copper_splits
+from conftest import run_defaults, write_copper_splits
 
 BIN = Path(sys.executable).parent
 # A failing short-range check of these one-minute models would end the runs with status 1.
@@ -93,7 +93,7 @@ def validation_loss(model, path: Path) -> float:
     dataset = GraphDataset.from_file(path, model.cutoff, cache_dir=False)
     batch = Batch.from_data_list([dataset[k] for k in range(len(dataset))])
     predicted = model(batch, compute_forces=True, compute_stress=True)
-    return float(WeightedLoss()(predicted, batch)["total"])
+    return float(WeightedLoss(**run_defaults("loss"))(predicted, batch)["total"])
 
 
 # --------------------------------------------------------------- 2. divergence
@@ -265,7 +265,8 @@ def test_losses_mask_missing_labels_and_scale_by_weight():
              "forces": torch.full((12, 3), 0.1, dtype=torch.float64)}
     predicted = {"energy": batch["energy"] + error["energy"],
                  "forces": batch["forces"] + error["forces"]}
-    losses = WeightedLoss(energy_weight=1.0, forces_weight=10.0)(predicted, batch)
+    loss = WeightedLoss(**run_defaults("loss", energy_weight=1.0, forces_weight=10.0))
+    losses = loss(predicted, batch)
     per_atom = error["energy"] / 4
     weights = torch.tensor([1.0, 3.0, 1.0], dtype=torch.float64)
     assert float(losses["energy"]) == pytest.approx(float((weights * per_atom**2).mean()))
