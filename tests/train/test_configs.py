@@ -19,7 +19,8 @@ from equipot.train.loss import WeightedLoss
 from equipot.train.module import PotentialModule
 
 CONFIGS = Path(train_config.CONFIG_DIR)
-EXPERIMENTS = sorted(path.stem for path in (CONFIGS / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(str(path.relative_to(CONFIGS / "experiment").with_suffix(""))
+                     for path in (CONFIGS / "experiment").rglob("*.yaml"))
 
 
 def composed(*overrides):
@@ -91,8 +92,9 @@ def raw_options(tree, path=()):
 def test_no_config_restates_an_option_it_would_have_anyway(path):
     """Block and term options default in their Options dataclasses; a model or physics YAML
     states only what differs from them, an experiment only what differs from its model's."""
-    group = path.parent.name
-    selection = {"model": f"model={path.stem}", "experiment": f"experiment={path.stem}"}
+    group, *rest = path.relative_to(CONFIGS).parts
+    name = str(Path(*rest).with_suffix("")) if rest else None
+    selection = {"model": f"model={name}", "experiment": f"experiment={name}"}
     block = composed(selection[group])["model"]["block"] if group in selection else None
     for _, term, options in raw_options(yaml.safe_load(path.read_text()) or {}):
         if term is not None:
@@ -112,3 +114,14 @@ def test_block_and_term_options_come_from_their_dataclasses():
     charged = composed("experiment=electrostatics")["model"]["energy_terms"]
     assert charged["electrostatics"] == asdict(ENERGY_TERMS["electrostatics"].Options())
     assert charged["zbl"] == asdict(ENERGY_TERMS["zbl"].Options())
+
+
+def test_named_studies_share_an_equal_budget_arm_and_never_inherit_the_demo():
+    for path in (CONFIGS / "experiment").rglob("*.yaml"):
+        defaults = (yaml.safe_load(path.read_text()) or {}).get("defaults", [])
+        assert not [entry for entry in defaults
+                    if isinstance(entry, str) and entry.startswith("ethanol_")], path.name
+    for study in ("acac_mace", "3bpa_dimenet", "ethanol_schnet"):
+        data, family = study.split("_")
+        assert composed(f"experiment={study}") == composed(f"experiment=equal_budget/{family}",
+                                                           f"data={data}")
