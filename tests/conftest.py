@@ -1,9 +1,6 @@
 """Shared fixtures of the physics and calculator tests: a small float64 model with random,
 scaled-up weights (so energies, forces and stress are far from zero) and test structures."""
 
-import copy
-import functools
-
 import numpy as np
 import pytest
 import torch
@@ -23,15 +20,10 @@ MODEL_CONFIG = dict(block="schnet", cutoff=4.0, num_features=16, num_blocks=2, n
                     shift=0.1, scale=2.0, avg_num_neighbors=10.0)
 
 
-@functools.cache
-def _run_defaults() -> dict:
-    return composed("data.train=train.xyz")
-
-
 def run_defaults(section: str, **overrides) -> dict:
     """Section ``section`` of equipot-train's default config (``configs/``, the one place a
     run's defaults are written), with ``overrides``."""
-    return {**copy.deepcopy(_run_defaults()[section]), **overrides}
+    return {**composed("data.train=train.xyz")[section], **overrides}
 
 
 def make_model(config=None, dtype=torch.float64, seed=0, weight_factor=None):

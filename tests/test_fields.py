@@ -15,7 +15,7 @@ from equipot.cli.evaluate import parse_arguments
 from equipot.data.dataset import GraphDataset
 from equipot.data.graph import atoms_to_graph
 from equipot.data.reading import LabelKeys
-from equipot.train.config import check_config, composed
+from equipot.train.config import check_config, composed, register_config_sources
 from equipot.train.loss import WeightedLoss
 from equipot.train.metrics import ErrorMetrics
 
@@ -95,7 +95,9 @@ def charge_label(monkeypatch):
                                          if name != keys.CHARGES})
     keys.register(keys.Label(keys.CHARGES, keys.ATOM, (), "e", keys.INVARIANT,
                              "reference partial charges", noun="charge"))
-    return keys.label(keys.CHARGES)
+    yield keys.label(keys.CHARGES)
+    monkeypatch.undo()
+    register_config_sources()  # the config groups of the registry as it was
 
 
 def charge_labelled_water(path):
@@ -145,8 +147,10 @@ def test_a_label_added_to_the_registry_alone_is_read_trained_scored_and_plotted(
     written = write_parity_plots(result.pairs, tmp_path)
     assert tmp_path / "parity_charges.png" in written
 
-    check_config(composed("data.train=water.xyz", "+data.charges_key=q_ref",
-                          "+loss.charges_weight=2.0"))
+    run = composed("data.train=water.xyz", "data.charges_key=q_ref", "loss.charges_weight=2.0")
+    check_config(run)  # the label is a config option, set without "+", with no YAML line
+    assert run["data"]["charges_key"] == "q_ref" and run["loss"]["charges_weight"] == 2.0
+    assert composed("data.train=water.xyz")["loss"]["charges_weight"] == 0.0
     assert parse_arguments(["model.pt", "water.xyz", "--charges-key", "q_ref"]).charges_key \
         == "q_ref"
 

@@ -53,7 +53,10 @@ TRAINER_EXTRA = ("early_stopping_patience",)  # read by equipot-train, not by pl
 def register_config_sources() -> None:
     """What the YAML configs read from Python: ``${bundled:name}``, the path of a file bundled
     with equipot; the config groups ``model/block_options/<family>`` and
-    ``energy_term/<term>``, each the defaults of that family's or term's ``Options``."""
+    ``energy_term/<term>``, each the defaults of that family's or term's ``Options``; and, for
+    every label of the field registry, ``data/label_keys/default`` (``<label>_key``: under its
+    own name) and ``loss_weights/zero`` (``<label>_weight``: 0), so a new label is a config
+    option with no YAML line."""
     if not OmegaConf.has_resolver("bundled"):
         OmegaConf.register_new_resolver("bundled", bundled)
     store = ConfigStore.instance()
@@ -61,6 +64,9 @@ def register_config_sources() -> None:
         store.store(group="model/block_options", name=name, node=asdict(family.options()))
     for name, term in ENERGY_TERMS.items():
         store.store(group="energy_term", name=name, node=asdict(term.Options()))
+    store.store(group="data/label_keys", name="default",
+                node={f"{name}_key": key for name, key in LabelKeys().items()})
+    store.store(group="loss_weights", name="zero", node=dict.fromkeys(weight_options(), 0.0))
 
 
 def composed(*overrides: str) -> dict:
