@@ -10,7 +10,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from equipot import keys
-from equipot.data.graph import atoms_per_structure, label_mask
+from equipot.data.graph import label_mask, per_atom
 from equipot.errors import EquipotInputError
 from equipot.model.potential import Potential
 from equipot.train.metrics import ErrorMetrics, units_by_quantity
@@ -49,13 +49,12 @@ def evaluate(model: Potential, dataset, batch_size: int = 1) -> Evaluation:
         for name, (reference, prediction) in pairs.items():
             if name not in predicted:  # e.g. dipoles of a model without charges
                 continue
-            label = keys.label(name)
-            scale = (atoms_per_structure(batch).view(-1, *(1,) * len(label.shape))
-                     if label.per_atom else 1)
+            values = batch[name], predicted[name].double()
+            if keys.label(name).per_atom:
+                values = tuple(per_atom(batch, value) for value in values)
             has_label = label_mask(batch, name)
-            reference.append((batch[name] / scale)[has_label].detach().cpu().numpy().ravel())
-            prediction.append((predicted[name].double() / scale)[has_label]
-                              .detach().cpu().numpy().ravel())
+            for paired, value in zip((reference, prediction), values):
+                paired.append(value[has_label].detach().cpu().numpy().ravel())
         first += batch.num_graphs
     pairs = {name: (np.concatenate(ref), np.concatenate(pred))
              for name, (ref, pred) in pairs.items() if ref}
@@ -72,8 +71,8 @@ def check_finite(predicted: dict, batch, source: str, first: int) -> None:
         bad = ~torch.isfinite(values.reshape(len(values), -1)).all(1)  # per item
         if bool(bad.any()):
             item = int(bad.nonzero()[0])
-            per_atom = keys.FIELDS[name].per == keys.ATOM
-            index = first + (int(batch[keys.BATCH][item]) if per_atom else item)
+            on_atoms = keys.FIELDS[name].per == keys.ATOM
+            index = first + (int(batch[keys.BATCH][item]) if on_atoms else item)
             raise EquipotInputError("the model predicts NaN or inf", source, index, name)
 
 

@@ -78,8 +78,18 @@ def atoms_per_structure(batch) -> torch.Tensor:
     return torch.bincount(batch[keys.BATCH], minlength=batch.num_graphs)
 
 
+def per_item(batch, name: str, values: torch.Tensor) -> torch.Tensor:
+    """``values`` [G] of each structure in a batch, one per item of field ``name``: [G], or
+    [N] (each atom its structure's) for a per-atom field."""
+    return values[batch[keys.BATCH]] if keys.FIELDS[name].per == keys.ATOM else values
+
+
 def label_mask(batch, name: str) -> torch.Tensor:
     """[items] bool: which items of label ``name`` in a batch (its structures, or its atoms
     for a per-atom label) belong to structures that have the label."""
-    has_label = batch[keys.label(name).has]
-    return has_label[batch[keys.BATCH]] if keys.label(name).per == keys.ATOM else has_label
+    return per_item(batch, name, batch[keys.label(name).has])
+
+
+def per_atom(batch, values: torch.Tensor) -> torch.Tensor:
+    """``values`` [G, …] of each structure divided by its number of atoms."""
+    return values / atoms_per_structure(batch).view(-1, *(1,) * (values.dim() - 1))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from equipot import keys
-from equipot.data.graph import atoms_per_structure, label_mask
+from equipot.data.graph import label_mask, per_atom, per_item
 
 PENALTIES = ("mse", "huber")
 
@@ -59,8 +59,7 @@ class WeightedLoss(nn.Module):
             if self.needs(name) and name in batch and name in predicted:
                 prediction, reference = predicted[name], batch[name]
                 if keys.label(name).per_atom:
-                    num_atoms = atoms_per_structure(batch)
-                    prediction, reference = prediction / num_atoms, reference / num_atoms
+                    prediction, reference = per_atom(batch, prediction), per_atom(batch, reference)
                 terms[name] = masked_mean(self._penalty(prediction, reference),
                                           *label_mask_and_weights(batch, name))
         weighted = {name: self.weights[name] * value for name, value in terms.items()}
@@ -86,8 +85,7 @@ def label_mask_and_weights(batch, name: str) -> tuple[torch.Tensor, torch.Tensor
     if keys.WEIGHT not in batch:
         return has_label, torch.ones(has_label.shape, dtype=torch.float64,
                                      device=has_label.device)
-    weights = batch[keys.WEIGHT]
-    return has_label, weights[batch[keys.BATCH]] if keys.label(name).per == keys.ATOM else weights
+    return has_label, per_item(batch, name, batch[keys.WEIGHT])
 
 
 def masked_mean(penalty: torch.Tensor, has_label: torch.Tensor, weights: torch.Tensor

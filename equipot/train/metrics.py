@@ -12,7 +12,7 @@ import torch
 from torchmetrics import Metric
 
 from equipot import keys
-from equipot.data.graph import atoms_per_structure, label_mask
+from equipot.data.graph import label_mask, per_atom
 
 
 def units_by_quantity() -> dict[str, str]:
@@ -36,8 +36,7 @@ def errors_by_quantity(predicted: dict, batch) -> dict[str, tuple[torch.Tensor, 
             has_label = label_mask(batch, name)
             errors[name] = (difference.reshape(len(difference), -1), has_label)
             if keys.label(name).per_atom:
-                errors[f"{name}_per_atom"] = (
-                    errors[name][0] / atoms_per_structure(batch)[:, None], has_label)
+                errors[f"{name}_per_atom"] = (per_atom(batch, errors[name][0]), has_label)
     return errors
 
 
