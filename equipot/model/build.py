@@ -20,11 +20,10 @@ from equipot.blocks.ewald_messages import WithEwaldMessages
 from equipot.blocks.registry import family_named
 from equipot.model.potential import Potential
 from equipot.nn.radial import BesselBasis, PolynomialEnvelope
-from equipot.physics.distance_floor import DistanceFloor, covalent_floors, training_floors
+from equipot.physics.distance_floor import DistanceFloor, build_distance_floor
 from equipot.physics.registry import energy_term_named
 from equipot.physics.term import EnergyTerm, TermContext
 
-NETWORK_FLOOR_WIDTH = 0.1  # Å, blend of the covalent-radius floor (network_floor_factor)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}  # names used in configs
 
 STATISTICS = ("species", "reference_energies", "shift", "scale", "avg_num_neighbors")
@@ -32,8 +31,7 @@ STATISTICS = ("species", "reference_energies", "shift", "scale", "avg_num_neighb
 # optional statistic (model files written before it still load).
 ARCHITECTURE = ("block", "cutoff", "num_features", "num_blocks", "num_radial",
                 "envelope_exponent", "readout_hidden", "block_options", "energy_terms",
-                "long_range_messages", "distance_floor_width", "network_floor_factor",
-                "shortest_distances")
+                "long_range_messages", "distance_floor", "shortest_distances")
 
 
 @contextmanager
@@ -68,15 +66,18 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
     readout_hidden, block_options (the family's ``Options``), energy_terms (list of {name,
     **options}, or keyed {name: options}: ``listed_energy_terms``), long_range_messages (None,
     or the options of an Ewald message-passing update after every block: {k_cutoff, ...}, see
-    ``equipot.blocks.ewald_messages``), distance_floor_width (None, or w in Å: the network reads
-    edge lengths floored at each pair's shortest training distance,
-    ``equipot.physics.distance_floor``; needs the statistic shortest_distances),
-    network_floor_factor (None, or f: floored at f × the sum of covalent radii instead) and the
-    statistics (see ``equipot.train.statistics.compute_statistics``).
+    ``equipot.blocks.ewald_messages``), distance_floor (None, or the options of the floor under
+    the edge lengths the network reads, ``equipot.physics.distance_floor.DistanceFloorOptions``)
+    and the statistics (see ``equipot.train.statistics.compute_statistics``).
     """
     missing = [key for key in STATISTICS if key not in config]
     if missing:
         raise ValueError(f"model config lacks training statistics {missing}")
+    unknown = sorted(set(config) - set(ARCHITECTURE) - set(STATISTICS))
+    if unknown:  # e.g. a key an older equipot wrote: never ignored silently
+        raise ValueError(f"model config has unknown keys {unknown}; it takes "
+                         f"{', '.join(ARCHITECTURE + STATISTICS)} (model files of older "
+                         f"formats are upgraded by equipot.load)")
     family = family_named(config["block"])
     num_features, cutoff = int(config["num_features"]), float(config["cutoff"])
     num_radial = int(config.get("num_radial", 8))
@@ -101,7 +102,7 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
             reference_energies=config["reference_energies"], shift=config["shift"],
             scale=config["scale"],
             energy_terms=build_energy_terms(config, features, family.name),
-            distance_floor=build_distance_floor(config))
+            distance_floor=distance_floor(config))
 
 
 def radial_functions(config: Mapping) -> dict:
@@ -142,19 +143,10 @@ def build_fixed_terms(config: Mapping, dtype: torch.dtype = torch.float64) -> Po
             shift=0.0, scale=0.0, energy_terms=build_energy_terms(config, fixed_only=True))
 
 
-def build_distance_floor(config: Mapping) -> DistanceFloor | None:
-    """The floor under the lengths the network reads: at the shortest training distances
-    with ``distance_floor_width`` set, else at ``network_floor_factor`` × the covalent radii
-    (width NETWORK_FLOOR_WIDTH), else none (``equipot.physics.distance_floor``)."""
-    width = config.get("distance_floor_width")
-    if width is not None:
-        if config.get("shortest_distances") is None:
-            raise ValueError("distance_floor_width needs the training statistic "
-                             "shortest_distances in the model config")
-        return DistanceFloor(training_floors(config["shortest_distances"],
-                                             float(config["cutoff"])), float(width))
-    factor = config.get("network_floor_factor")
-    if factor is not None:
-        return DistanceFloor(covalent_floors(config["species"], float(factor)),
-                             NETWORK_FLOOR_WIDTH)
-    return None
+def distance_floor(config: Mapping) -> DistanceFloor | None:
+    """The floor under the lengths the network reads, or None without ``distance_floor``."""
+    options = config.get("distance_floor")
+    if options is None:
+        return None
+    return build_distance_floor(options, config["species"], float(config["cutoff"]),
+                                config.get("shortest_distances"))

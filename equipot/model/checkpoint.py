@@ -21,7 +21,7 @@ from equipot.model.build import DTYPES, build_potential
 from equipot.model.potential import Potential
 from equipot.version import __version__
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 
 def _one_readout_to_readouts_by_stage(checkpoint: dict) -> dict:
@@ -56,13 +56,31 @@ def _nequip_as_format_1_built_it(checkpoint: dict) -> dict:
     return {**checkpoint, "model_config": {**config, "block_options": block_options}}
 
 
+def _one_distance_floor_option(checkpoint: dict) -> dict:
+    """Format 3 → 4: the floor under the network's edge lengths was two keys,
+    ``distance_floor_width: w`` (at the shortest training distances; it took precedence) and
+    ``network_floor_factor: f`` (at f × the covalent radii, w = 0.1 Å, a constant then); it is
+    one, ``distance_floor: {at, factor, width}`` (``equipot.physics.distance_floor``)."""
+    config = dict(checkpoint["model_config"])
+    width = config.pop("distance_floor_width", None)
+    factor = config.pop("network_floor_factor", None)
+    if width is not None:
+        config["distance_floor"] = {"at": "training", "width": float(width)}
+    elif factor is not None:
+        config["distance_floor"] = {"at": "covalent", "factor": float(factor), "width": 0.1}
+    else:
+        config["distance_floor"] = None
+    return {**checkpoint, "model_config": config, "format_version": 4}
+
+
 def _format_1_to_2(checkpoint: dict) -> dict:
     return _one_readout_to_readouts_by_stage(_nequip_as_format_1_built_it(checkpoint))
 
 
 # format_version k → function upgrading a format-k dict to format k + 1.
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _format_1_to_2,
-                                                 2: _drop_e3nn_tensor_product_constants}
+                                                 2: _drop_e3nn_tensor_product_constants,
+                                                 3: _one_distance_floor_option}
 
 
 def save_model(path: str | Path, model: Potential, metadata: Mapping | None = None) -> None:

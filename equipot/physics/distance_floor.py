@@ -11,15 +11,16 @@ true lengths, alone decide below:
 
 g is monotonic, and r' and its first two derivatives are continuous (forces and their
 derivatives stay continuous); r' = r from r_f + w on. Below r_f the network's energy no longer
-depends on that pair's distance (it still sees the direction). Two choices of r_f:
+depends on that pair's distance (it still sees the direction). A model config's
+``distance_floor`` (``DistanceFloorOptions``; null: none) chooses r_f with ``at``:
 
-- ``covalent_floors``: a fraction of the sum of covalent radii, by default 0.5 with w = 0.1 Å,
+- ``covalent``: ``factor`` × the sum of covalent radii, by default 0.5 with w = 0.1 Å,
   where the ZBL prior is at full strength and no training structure comes near (bonds in the
   bundled MD sets are never shorter than 0.82 of it). It costs no accuracy and keeps the
   network from extrapolating wildly at nuclear distances; between r_f and the training data
   the dimer-repulsion penalty of training (``equipot.train.dimer_repulsion``) keeps it
   repulsive.
-- ``training_floors``: the pair's shortest training distance, w small (0.02 Å), a guarantee by
+- ``training``: the pair's shortest training distance, w small (0.02 Å), a guarantee by
   construction without training. g' = 0 at r_f, so no force along a pair at its closest
   training approach can come from the network, which costs accuracy on compressed bonds.
   Pairs never within the cutoff in training are floored at the cutoff.
@@ -27,12 +28,22 @@ depends on that pair's distance (it still sees the direction). Two choices of r_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from equipot.physics.elements import covalent_radius_sums
+
+DEFAULT_WIDTHS = {"covalent": 0.1, "training": 0.02}  # Å, w of each choice of r_f
+
+
+@dataclass(frozen=True)
+class DistanceFloorOptions:
+    at: str = "covalent"  # r_f: "covalent" (factor × the covalent radii) or "training"
+    factor: float = 0.5  # with at=covalent: r_f / (R_i + R_j)
+    width: float | None = None  # w, Å; None: DEFAULT_WIDTHS[at]
 
 
 def blend_to_identity(u: torch.Tensor) -> torch.Tensor:
@@ -70,3 +81,21 @@ class DistanceFloor(nn.Module):
                 species_j: torch.Tensor) -> torch.Tensor:
         floor = self.floor.to(lengths.dtype)[species_i, species_j]
         return floor + self.width * blend_to_identity((lengths - floor) / self.width)
+
+
+def build_distance_floor(options: Mapping, species: Sequence[int], cutoff: float,
+                         shortest_distances: Sequence[Sequence[float | None]] | None
+                         ) -> DistanceFloor:
+    """The floor a model config's ``distance_floor`` options describe (``DistanceFloorOptions``);
+    ``at: training`` needs the statistic ``shortest_distances``."""
+    options = DistanceFloorOptions(**options)
+    if options.at not in DEFAULT_WIDTHS:
+        raise ValueError(f"distance_floor.at={options.at!r} is not one of "
+                         f"{sorted(DEFAULT_WIDTHS)}")
+    width = DEFAULT_WIDTHS[options.at] if options.width is None else float(options.width)
+    if options.at == "covalent":
+        return DistanceFloor(covalent_floors(species, float(options.factor)), width)
+    if shortest_distances is None:
+        raise ValueError("distance_floor.at=training needs the training statistic "
+                         "shortest_distances in the model config")
+    return DistanceFloor(training_floors(shortest_distances, cutoff), width)

@@ -30,10 +30,11 @@ from omegaconf import OmegaConf
 from equipot.blocks.ewald_messages import EwaldMessagePassing
 from equipot.blocks.registry import FAMILIES
 from equipot.data.datamodule import AtomisticDataModule
-from equipot.data.reading import LabelKeys
+from equipot.data.reading import LabelKeys, WeightKeys
 from equipot.datasets import bundled
 from equipot.errors import EquipotInputError
 from equipot.model.build import ARCHITECTURE, DTYPES, STATISTICS, option_names
+from equipot.physics.distance_floor import DEFAULT_WIDTHS, DistanceFloorOptions
 from equipot.physics.registry import ENERGY_TERMS
 from equipot.train.dimer_repulsion import DimerRepulsion
 from equipot.train.loss import PENALTIES, WeightedLoss, weight_options
@@ -53,8 +54,10 @@ TRAINER_EXTRA = ("early_stopping_patience",)  # read by equipot-train, not by pl
 def register_config_sources() -> None:
     """What the YAML configs read from Python: ``${bundled:name}``, the path of a file bundled
     with equipot; the config groups ``model/block_options/<family>`` and
-    ``energy_term/<term>``, each the defaults of that family's or term's ``Options``; and, for
-    every label of the field registry, ``data/label_keys/default`` (``<label>_key``: under its
+    ``energy_term/<term>``, each the defaults of that family's or term's ``Options``;
+    ``distance_floor/default``, the defaults of ``DistanceFloorOptions``;
+    ``data/weight_keys/default``, those of ``WeightKeys``; and, for every label of the field
+    registry, ``data/label_keys/default`` (``<label>_key``: under its
     own name) and ``loss_weights/zero`` (``<label>_weight``: 0), so a new label is a config
     option with no YAML line."""
     if not OmegaConf.has_resolver("bundled"):
@@ -64,6 +67,9 @@ def register_config_sources() -> None:
         store.store(group="model/block_options", name=name, node=asdict(family.options()))
     for name, term in ENERGY_TERMS.items():
         store.store(group="energy_term", name=name, node=asdict(term.Options()))
+    store.store(group="distance_floor", name="default", node=asdict(DistanceFloorOptions()))
+    store.store(group="data/weight_keys", name="default",
+                node={"weight_key": WeightKeys.weight, "config_type_key": WeightKeys.config_type})
     store.store(group="data/label_keys", name="default",
                 node={f"{name}_key": key for name, key in LabelKeys().items()})
     store.store(group="loss_weights", name="zero", node=dict.fromkeys(weight_options(), 0.0))
@@ -131,6 +137,10 @@ def check_model(model: Mapping, problems: list[str]) -> None:
         elif check_choice(term, "name", ENERGY_TERMS, problems, where, required=True):
             allowed = ["name"] + option_names(ENERGY_TERMS[term["name"]].Options)
             check_keys(term, allowed, where, problems, f"energy term {term['name']}")
+    floor = model.get("distance_floor")
+    if isinstance(floor, Mapping):
+        check_keys(floor, option_names(DistanceFloorOptions), "model.distance_floor.", problems)
+        check_choice(floor, "at", DEFAULT_WIDTHS, problems, "model.distance_floor.")
     if isinstance(model.get("long_range_messages"), Mapping):
         check_keys(model["long_range_messages"], options(EwaldMessagePassing, ("irreps",)),
                    "model.long_range_messages.", problems)

@@ -19,6 +19,8 @@ from equipot.model.checkpoint import FORMAT_VERSION, load, read_checkpoint, save
 from equipot.nn.convolution import edge_tensor_product
 from equipot.version import __version__
 
+from conftest import MODEL_CONFIG
+
 CONFIG = dict(block="schnet", cutoff=4.0, num_features=16, num_blocks=2, num_radial=8,
               species=[1, 6, 8], reference_energies=[-1.0, -2.0, -3.0], shift=0.0, scale=1.0,
               avg_num_neighbors=8.0)
@@ -312,3 +314,10 @@ def test_format_2_files_with_e3nn_tensor_product_constants_still_load(tmp_path, 
     batch = make_batch()
     torch.testing.assert_close(predict(load(tmp_path / "old.pt", dtype=torch.float64), batch),
                                predict(model, batch), rtol=0, atol=1e-12)
+
+
+def test_a_config_key_the_builder_does_not_read_is_refused():
+    """A key an older equipot wrote (format 3's network_floor_factor), or a typo, is never
+    ignored silently: the model it names would be another."""
+    with pytest.raises(ValueError, match=r"unknown keys \['network_floor_factor'\]"):
+        build_potential({**MODEL_CONFIG, "network_floor_factor": 0.5})

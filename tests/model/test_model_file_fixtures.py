@@ -15,6 +15,8 @@ import pytest
 import torch
 
 import equipot
+from equipot.model.build import build_potential
+from equipot.model.checkpoint import FORMAT_VERSION, read_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "model_files"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
@@ -51,3 +53,22 @@ def test_old_model_file_predicts_as_when_written(name, structures):
                                        **TOLERANCE, err_msg=f"{name} {label} stress")
         else:
             assert not atoms.pbc.any()
+
+
+@pytest.mark.parametrize("name", ["format3_painn_covalent_floor.pt",
+                                  "format3_schnet_training_floor.pt"])
+def test_format_3_floors_migrate_to_the_one_floor_option(name, structures):
+    """The floored fixtures need their floor: built without it, they predict otherwise (so the
+    migration of network_floor_factor / distance_floor_width is what the test above checks)."""
+    checkpoint = read_checkpoint(FIXTURES / name)
+    assert checkpoint["format_version"] == FORMAT_VERSION
+    assert set(checkpoint["model_config"]["distance_floor"]) >= {"at", "width"}
+    unfloored = build_potential({**checkpoint["model_config"], "distance_floor": None},
+                                dtype=torch.float64)
+    unfloored.load_state_dict(checkpoint["state_dict"])
+    shifts = []
+    for label, reference in EXPECTED[name]["structures"].items():
+        atoms = structures[label].copy()
+        atoms.calc = equipot.EquipotCalculator(unfloored.eval())
+        shifts.append(abs(atoms.get_potential_energy() - reference["energy"]))
+    assert max(shifts) > 1e-3

@@ -24,7 +24,8 @@ ZBL = [{"name": "zbl", "inner_factor": 0.5, "outer_factor": 0.8}]
 
 def config(block="schnet", floor=True, terms=()):
     return {**MODEL_CONFIG, "block": block, "shortest_distances": SHORTEST,
-            "distance_floor_width": WIDTH if floor else None, "energy_terms": list(terms)}
+            "distance_floor": {"at": "training", "width": WIDTH} if floor else None,
+            "energy_terms": list(terms)}
 
 
 def energy(model, atoms):
@@ -98,9 +99,10 @@ def test_without_the_floor_the_prior_alone_lets_random_networks_fail(tmp_path):
 
 
 def test_the_covalent_floor_blinds_the_network_at_nuclear_distances_only():
-    """network_floor_factor 0.5: C–O (covalent radii 0.76 + 0.66 Å) is floored at 0.71 Å,
-    blended up to 0.81 Å; ethanol, whose closest pairs lie far above, is untouched."""
-    covalent = make_model({**config("painn", floor=False), "network_floor_factor": 0.5})
+    """distance_floor {at: covalent}, by default factor 0.5 and width 0.1 Å: C–O (covalent
+    radii 0.76 + 0.66 Å) is floored at 0.71 Å, blended up to 0.81 Å; ethanol, whose closest
+    pairs lie far above, is untouched."""
+    covalent = make_model({**config("painn", floor=False), "distance_floor": {"at": "covalent"}})
     plain = make_model(config("painn", floor=False))
     energies = [energy(covalent, Atoms("CO", positions=[[0, 0, 0], [0, 0, r]]))
                 for r in (0.2, 0.4, 0.6, 0.71)]

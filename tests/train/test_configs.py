@@ -10,7 +10,10 @@ import yaml
 
 from equipot.blocks.registry import FAMILIES
 from equipot.data.datamodule import AtomisticDataModule
+from equipot.data.reading import WeightKeys
+from equipot.errors import EquipotInputError
 from equipot.model.build import listed_energy_terms
+from equipot.physics.distance_floor import DistanceFloorOptions
 from equipot.physics.registry import ENERGY_TERMS
 from equipot.train import config as train_config
 from equipot.train.config import check_config
@@ -35,7 +38,7 @@ def test_every_experiment_composes_into_a_valid_config(experiment):
 def test_model_configs_hold_the_architecture_only():
     for path in sorted((CONFIGS / "model").glob("*.yaml")):
         keys = set(yaml.safe_load(path.read_text()))
-        assert not keys & {"energy_terms", "network_floor_factor", "distance_floor_width",
+        assert not keys & {"energy_terms", "distance_floor",
                            "loss", "optimizer"}, path.name
 
 
@@ -49,7 +52,7 @@ def test_energy_terms_merge_term_by_term():
     assert listed_energy_terms(composed("model.energy_terms.zbl=null")["model"]
                                ["energy_terms"]) == []
     bare = composed("physics=none")["model"]
-    assert listed_energy_terms(bare["energy_terms"]) == [] and bare["network_floor_factor"] is None
+    assert listed_energy_terms(bare["energy_terms"]) == [] and bare["distance_floor"] is None
 
 
 def test_the_recipe_group_sets_how_to_train():
@@ -125,3 +128,20 @@ def test_named_studies_share_an_equal_budget_arm_and_never_inherit_the_demo():
         data, family = study.split("_")
         assert composed(f"experiment={study}") == composed(f"experiment=equal_budget/{family}",
                                                            f"data={data}")
+
+
+def test_one_distance_floor_option_from_its_dataclass():
+    assert composed()["model"]["distance_floor"] == asdict(DistanceFloorOptions())
+    training = composed("model.distance_floor.at=training")["model"]["distance_floor"]
+    assert training == {**asdict(DistanceFloorOptions()), "at": "training"}
+    assert composed("model.distance_floor=null")["model"]["distance_floor"] is None
+    with pytest.raises(EquipotInputError, match=r"model.distance_floor.at=wall is not one of"):
+        check_config(composed("model.distance_floor.at=wall"))
+    with pytest.raises(EquipotInputError, match=r"did you mean model.distance_floor.width"):
+        check_config(composed("+model.distance_floor.widht=0.1"))
+
+
+def test_weight_keys_come_from_their_dataclass():
+    data = composed()["data"]
+    assert (data["weight_key"], data["config_type_key"]) == (WeightKeys.weight,
+                                                             WeightKeys.config_type)

@@ -40,7 +40,7 @@ def test_dimers_are_drawn_per_pair_one_in_each_slice_below_r_min():
 
 
 def test_no_dimer_is_drawn_below_the_models_distance_floor(build_model):
-    model = build_model({**CONFIG, "network_floor_factor": 0.5})
+    model = build_model({**CONFIG, "distance_floor": {"at": "covalent", "factor": 0.5}})
     floors = model.distance_floor.floor
     penalty = DimerRepulsion(SPECIES, SHORTEST, floors,
                              **run_defaults("dimer_repulsion", samples_per_pair=50))
