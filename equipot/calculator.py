@@ -12,12 +12,17 @@ from equipot import keys
 from equipot.data.graph import atoms_to_graph
 from equipot.data.reading import MIN_VOLUME, read_total_charge
 from equipot.model.checkpoint import load
+from equipot.model.ensemble import Ensemble
 from equipot.model.potential import Potential
 
 
 class EquipotCalculator(Calculator):
     """Energy, free energy (= energy), forces, per-atom energies and, for periodic cells, stress;
-    atomic charges (e) and, for molecules, the dipole (e·Å) where the model predicts them.
+    atomic charges (e) and, for molecules, the dipole (e·Å) where the model predicts them; and
+    for a model with an uncertainty (``equipot.uncertainty``: LLPR or an ensemble) the
+    predicted standard deviations ``energy_uncertainty`` (eV), ``forces_uncertainty`` (eV/Å,
+    [N]: of each of an atom's force components) and ``energies_uncertainty`` (eV, [N]), read
+    with ``calculator.results`` or ``get_property``.
 
     On a periodic cell with a volume the stress comes with every call (it costs a few per cent
     of the forces' backward pass), so that NPT dynamics, which asks for forces and stress at
@@ -29,12 +34,13 @@ class EquipotCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies",
-                              "charges", "dipole"]
+                              "charges", "dipole", "energy_uncertainty", "forces_uncertainty",
+                              "energies_uncertainty"]
 
-    def __init__(self, model_or_path: Potential | str | Path, device: str = "cpu",
+    def __init__(self, model_or_path: Potential | Ensemble | str | Path, device: str = "cpu",
                  dtype: torch.dtype | None = None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(model_or_path, Potential):
+        if isinstance(model_or_path, (Potential, Ensemble)):
             self.model = model_or_path.to(device).eval()
         else:
             self.model = load(model_or_path, device=device, dtype=dtype)
@@ -77,3 +83,7 @@ class EquipotCalculator(Calculator):
             self.results["charges"] = out[keys.CHARGES].detach().cpu().double().numpy()
         if keys.DIPOLE in out and not self.atoms.pbc.any():
             self.results["dipole"] = out[keys.DIPOLE][0].detach().cpu().double().numpy()
+        if keys.ENERGY_UNCERTAINTY in out:
+            self.results["energy_uncertainty"] = float(out[keys.ENERGY_UNCERTAINTY][0])
+            for name in (keys.FORCES_UNCERTAINTY, keys.ATOMIC_ENERGIES_UNCERTAINTY):
+                self.results[name] = out[name].detach().cpu().double().numpy()

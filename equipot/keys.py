@@ -113,6 +113,18 @@ ATOMIC_ENERGIES = register(Field("energies", ATOM, (), "eV", INVARIANT,
 CHARGES = register(Field("charges", ATOM, (), "e", INVARIANT,
                          "atomic partial charges (models with an electrostatics term)"))
 
+
+def uncertainty(of: str, per: str, unit: str, what: str) -> str:
+    """Register ``<of>_uncertainty``: the predicted standard deviation of field ``of``."""
+    return register(Field(f"{of}_uncertainty", per, (), unit, INVARIANT,
+                          f"predicted standard deviation of {what}"))
+
+
+# Uncertainties (models with an uncertainty method, equipot.uncertainty).
+ENERGY_UNCERTAINTY = uncertainty(ENERGY, STRUCTURE, "eV", "the energy")
+ATOMIC_ENERGIES_UNCERTAINTY = uncertainty(ATOMIC_ENERGIES, ATOM, "eV", "each per-atom energy")
+FORCES_UNCERTAINTY = uncertainty(FORCES, ATOM, "eV/Å", "each of an atom's force components")
+
 def labels() -> tuple[str, ...]:
     """The names of the registered labels, in registration order (energy, forces, stress,
     dipole …). A structure lacking a label (or stress on a non-periodic one, a dipole on a

@@ -42,6 +42,7 @@ from torch import nn
 from equipot.blocks.contract import BlockContext, Family, FamilyParts, chain_blocks
 from equipot.nn.geometry import Geometry
 from equipot.nn.irreps import require_irreps
+from equipot.nn.readout import Readout
 from equipot.nn.scatter import scatter_sum
 
 # ---------------------------------------------------------------- bases
@@ -253,7 +254,7 @@ class DimeNetPlusPlusInteraction(nn.Module):
         return self.after_skip(messages + silu(self.skip(y_ji)))
 
 
-class DimeNetOutput(nn.Module):
+class DimeNetOutput(Readout):
     """ε_i = W_out σ(W_L … σ(W_1 W_up Σ_j (W_rbf e_RBF(d_ji)) ⊙ m_ji)): [E, F] → [N]."""
 
     def __init__(self, irreps_in: o3.Irreps | str, num_radial: int, out_emb_size: int,
@@ -267,10 +268,14 @@ class DimeNetOutput(nn.Module):
             dense(out_emb_size, out_emb_size), nn.SiLU())))
         self.out = dense(out_emb_size, 1, bias=False)
 
-    def forward(self, messages: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    @property
+    def last_layer(self) -> nn.Linear:
+        return self.out
+
+    def last_layer_features(self, messages: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         t = scatter_sum(self.rbf(radial_basis(geometry)) * messages, geometry.centre,
                         geometry.num_atoms)
-        return self.out(self.layers(self.up(t))).squeeze(-1)
+        return self.layers(self.up(t))
 
 
 @dataclass(frozen=True)

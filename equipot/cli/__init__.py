@@ -1,4 +1,5 @@
-"""Command-line entry points: equipot-train, equipot-evaluate, equipot-md, equipot-check-model."""
+"""Command-line entry points: equipot-train, equipot-evaluate, equipot-md, equipot-check-model,
+equipot-select."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@
 
 Writes dimer curves (CSV + PNG) of every element pair and ``summary.json`` to DIR (default:
 ``short_range/`` beside the model), prints one verdict per pair and exits with status 1 when a
-check fails (see ``equipot.analysis.short_range`` for the criterion).
+check fails (see ``equipot.analysis.short_range`` for the criterion). An ensemble's members
+are checked one by one, each into ``member_<k>/``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from equipot.analysis.short_range import ShortRangeReport, check_short_range, format_report
 from equipot.cli import exit_on_error
 from equipot.model.checkpoint import load
+from equipot.model.ensemble import Ensemble
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -28,17 +30,23 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> ShortRangeReport:
+def run(args: argparse.Namespace) -> list[ShortRangeReport]:
+    """The report of the model, or of each member of an ensemble (in ``member_<k>/``)."""
     model = load(args.model, device=args.device)
     output_dir = args.output or args.model.parent / "short_range"
-    report = check_short_range(model, model.config.get("shortest_distances"), output_dir)
-    print(format_report(report, output_dir))
-    return report
+    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    reports = []
+    for k, member in enumerate(members):
+        directory = output_dir if len(members) == 1 else output_dir / f"member_{k}"
+        reports.append(check_short_range(member, model.config.get("shortest_distances"),
+                                         directory))
+        print(format_report(reports[-1], directory))
+    return reports
 
 
 def main(argv=None) -> None:
-    report = exit_on_error("equipot-check-model", lambda: run(parse_arguments(argv)))
-    sys.exit(0 if report.passed else 1)
+    reports = exit_on_error("equipot-check-model", lambda: run(parse_arguments(argv)))
+    sys.exit(0 if all(report.passed for report in reports) else 1)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@
 
 Prints a table of MAE and RMSE, writes ``metrics.json`` and parity plots (PNG) of per-atom
 energies and force components to DIR (default: ``evaluation/<data file stem>`` beside the model).
+For a model that predicts uncertainties (LLPR, an ensemble), also how well they rank and match
+the errors (Spearman, miscalibration area, NLL; ``equipot.uncertainty.scores``) and
+``calibration.png``, observed RMSE against predicted σ.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 from pathlib import Path
 
 from equipot import keys
+from equipot.analysis.calibration_plot import write_calibration_plot
 from equipot.analysis.evaluation import evaluate, format_table
 from equipot.analysis.plots import write_parity_plots
 from equipot.cli import exit_on_error
@@ -21,6 +25,7 @@ from equipot.data.reading import LabelKeys
 from equipot.io import atomic_write_text
 from equipot.model.checkpoint import load
 from equipot.train.metrics import units_by_quantity
+from equipot.uncertainty.scores import format_uncertainty_table
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -55,8 +60,14 @@ def run(args: argparse.Namespace) -> dict:
               "num_structures": result.num_structures, "labelled": dataset.label_counts(),
               "metrics": result.metrics,
               "units": units_by_quantity()}
+    if result.uncertainty:
+        print(format_uncertainty_table(result.uncertainty))
+        report["uncertainty"] = result.uncertainty
     atomic_write_text(json.dumps(report, indent=2), output_dir / "metrics.json")
     plots = write_parity_plots(result.pairs, output_dir)
+    if result.uncertainty_pairs:
+        plots.append(write_calibration_plot(result.uncertainty_pairs,
+                                            output_dir / "calibration.png"))
     print(f"wrote {output_dir / 'metrics.json'} and {', '.join(p.name for p in plots)}")
     return result.metrics
 

@@ -41,6 +41,7 @@ from equipot.errors import EquipotInputError, EquipotRunError
 from equipot.io import atomic_write_text
 from equipot.model.build import listed_energy_terms
 from equipot.model.checkpoint import save_model
+from equipot.model.ensemble import Ensemble, EnsembleOptions
 from equipot.model.potential import Potential
 from equipot.train.config import CONFIG_DIR, check_config, register_config_sources
 from equipot.train.divergence import TrainingDiverged
@@ -50,6 +51,7 @@ from equipot.train.run_directory import (
     CHECKPOINTS,
     CONFIG,
     LAST_FINITE_WEIGHTS,
+    MEMBERS,
     MODEL,
     ContinuingCSVLogger,
     find_checkpoint,
@@ -60,6 +62,7 @@ from equipot.train.run_directory import (
 from equipot.train.schedule import budget_schedule, duration_seconds
 from equipot.train.stages import StageTwo
 from equipot.train.statistics import compute_statistics
+from equipot.uncertainty.fitting import calibrate_ensemble, fit_llpr
 
 SPLIT_INDICES = "split_indices.json"
 register_config_sources()
@@ -67,9 +70,16 @@ register_config_sources()
 
 def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] = ()) -> dict:
     """Train as ``config`` says, writing everything to ``run_dir`` (a resumed run: its own);
-    returns the test metrics. ``overrides``: the command line's, which a resumed run checks."""
+    returns the test metrics. ``overrides``: the command line's, which a resumed run checks.
+    With ``ensemble.size`` K > 1, K members are trained one after the other from seeds
+    seed … seed + K − 1 on the same split and statistics, each in ``members/<k>/``, and
+    ``model.pt`` holds them all (``equipot.model.ensemble``)."""
     settings, run_dir, resumed = settle_run(config, run_dir, overrides)
     rank_zero = is_launch_rank_zero()
+    size = int(settings["ensemble"]["size"])
+    if size > 1 and resumed is not None:
+        raise EquipotInputError("an ensemble run cannot be resumed yet: start it again, or "
+                                "train its members as single runs", field="resume")
     pl.seed_everything(settings["seed"], workers=True)
     datamodule = AtomisticDataModule(cutoff=settings["model"]["cutoff"], seed=settings["seed"],
                                      **settings["data"])
@@ -87,6 +97,40 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
                                              settings["model"])}
         if rank_zero:
             atomic_write_text(json.dumps(datamodule.indices), run_dir / SPLIT_INDICES)
+    members = []
+    for k in range(size):
+        member_dir = run_dir if size == 1 else run_dir / MEMBERS / str(k)
+        if size > 1 and rank_zero:
+            print(f"ensemble member {k + 1} of {size} (seed {settings['seed'] + k}), "
+                  f"in {member_dir}", flush=True)
+        fitted = fit(settings, model_config, datamodule, member_dir, resumed,
+                     seed=settings["seed"] + k)
+        if fitted is None:  # another rank than 0, or a diverged run (reported)
+            return {}
+        members.append(fitted)
+    model, metadata = final_model(settings, members, datamodule)
+    metrics = {}
+    if "test" in datamodule.sets:
+        result = evaluate(model, datamodule.sets["test"])  # as the calculator does, exactly
+        metrics = result.metrics
+        print(f"test set ({result.num_structures} structures):\n{format_table(metrics)}")
+        atomic_write_text(json.dumps(metrics, indent=2), run_dir / "test_metrics.json")
+    save_model(run_dir / MODEL, model, {**metadata, "test_metrics": metrics})
+    print(f"model written to {run_dir / MODEL}")
+    passed = all([report_short_range(member, directory / "short_range")
+                  for member, _, directory in members])
+    if not passed and settings.get("short_range", {}).get("fail_on_error", True):
+        raise EquipotRunError(f"the short-range check failed (report above; {MODEL} is "
+                              f"written): short_range.fail_on_error=false lets such a run "
+                              f"exit 0")
+    return metrics
+
+
+def fit(settings: Mapping, model_config: Mapping, datamodule: AtomisticDataModule,
+        run_dir: Path, resumed: dict | None, seed: int) -> tuple[Potential, dict, Path] | None:
+    """Train one model from ``seed`` in ``run_dir``: the best weights, their metadata and
+    ``run_dir``; None on ranks other than 0, and where training diverged (reported)."""
+    pl.seed_everything(seed, workers=True)
     module = PotentialModule(model_config, labels=datamodule.labels, dtype=settings["dtype"],
                              loss=settings["loss"], optimizer=settings["optimizer"],
                              scheduler=settings["scheduler"], ema_decay=settings["ema_decay"],
@@ -99,29 +143,38 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
     except TrainingDiverged as error:
         if trainer.is_global_zero:  # the other ranks leave quietly: rank 0 reports
             report_divergence(error, module, checkpoints, run_dir)
-        return {}
+        return None
     if not trainer.is_global_zero:
-        return {}
-    seconds = time.monotonic() - started
+        return None
     model, validation = best_model(module, checkpoints)
-    metadata = {"dtype": settings["dtype"], "epochs": trainer.current_epoch,
+    print(summary(trainer, module, validation, time.monotonic() - started))
+    metadata = {"dtype": settings["dtype"], "seed": seed, "epochs": trainer.current_epoch,
                 "best_epoch": validation.get("epoch"), "weights": module.selected_weights,
                 "validation": validation, "best_checkpoint": checkpoints.best_model_path,
                 "data": {name: settings["data"][name] for name in ("train", "valid", "test")}}
-    metrics = {}
-    if "test" in datamodule.sets:
-        result = evaluate(model, datamodule.sets["test"])  # as the calculator does, exactly
-        metrics = result.metrics
-        print(f"test set ({result.num_structures} structures):\n{format_table(metrics)}")
-        atomic_write_text(json.dumps(metrics, indent=2), run_dir / "test_metrics.json")
-    save_model(run_dir / MODEL, model, {**metadata, "test_metrics": metrics})
-    print(summary(trainer, module, validation, seconds, run_dir / MODEL))
-    passed = report_short_range(model, run_dir / "short_range")
-    if not passed and settings.get("short_range", {}).get("fail_on_error", True):
-        raise EquipotRunError(f"the short-range check failed (report above; {MODEL} is "
-                              f"written): short_range.fail_on_error=false lets such a run "
-                              f"exit 0")
-    return metrics
+    return model, metadata, run_dir
+
+
+def final_model(settings: Mapping, members: list, datamodule: AtomisticDataModule
+                ) -> tuple[Potential | Ensemble, dict]:
+    """The model to save, with its uncertainty fitted and calibrated on the validation set:
+    one model's last-layer prediction rigidity (unless ``uncertainty.llpr=false``, or without
+    a validation set), or the ensemble of several members (each also saved, with its LLPR, as
+    ``members/<k>/model.pt``); and its metadata."""
+    valid = datamodule.sets.get("valid")
+    fitted = [(fit_llpr(model, datamodule.sets["train"], valid)
+               if settings["uncertainty"]["llpr"] and valid is not None else model)
+              for model, _, _ in members]
+    if len(members) == 1:
+        return fitted[0], members[0][1]
+    for model, (_, metadata, directory) in zip(fitted, members):  # each a model of its own
+        save_model(directory / MODEL, model, metadata)
+    ensemble = Ensemble({**members[0][0].config, "uncertainty": {
+        "method": "ensemble", "size": len(members)}}, [model for model, _, _ in members],
+        EnsembleOptions(size=len(members)))
+    metadata = {**members[0][1], "members": [metadata for _, metadata, _ in members]}
+    ensemble.metadata = metadata
+    return (calibrate_ensemble(ensemble, valid) if valid is not None else ensemble), metadata
 
 
 def settle_run(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str]
@@ -194,9 +247,9 @@ def best_model(module: PotentialModule, checkpoints: ModelCheckpoint) -> tuple[P
     return module.weights(module.selected_weights).to("cpu").eval(), module.validation
 
 
-def summary(trainer: pl.Trainer, module: PotentialModule, validation: Mapping, seconds: float,
-            model_path: Path) -> str:
-    """What a finished run prints: its length, best epoch and validation, the model file."""
+def summary(trainer: pl.Trainer, module: PotentialModule, validation: Mapping,
+            seconds: float) -> str:
+    """What a finished training prints: its length, best epoch and validation."""
     lines = [f"training ended after {trainer.current_epoch} epochs ({trainer.global_step} "
              f"steps) in {seconds:.0f} s"]
     if validation:
@@ -209,7 +262,6 @@ def summary(trainer: pl.Trainer, module: PotentialModule, validation: Mapping, s
     else:
         lines.append(f"no validation ran: the model holds the {module.selected_weights} "
                      f"weights of the last step")
-    lines.append(f"model written to {model_path}")
     return "\n".join(lines)
 
 

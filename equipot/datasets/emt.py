@@ -24,9 +24,17 @@ def emt_copper(count: int, seed: int, repeat: int = 1, rattle: float = 0.08,
         atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(repeat)
         atoms.set_cell(atoms.cell * (1 + rng.uniform(-strain, strain)), scale_atoms=True)
         atoms.rattle(rattle, seed=int(rng.integers(1 << 30)))
-        atoms.calc = EMT()
-        labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
-                  "stress": atoms.get_stress()}
-        atoms.calc = SinglePointCalculator(atoms, **labels)
-        structures.append(atoms)
+        structures.append(label_with_emt(atoms))
     return structures
+
+
+def label_with_emt(atoms: Atoms) -> Atoms:
+    """A copy of ``atoms`` with EMT energy (eV), forces (eV/Å) and, for a periodic cell,
+    stress (eV/Å³) attached as results of a SinglePointCalculator."""
+    atoms = atoms.copy()
+    atoms.calc = EMT()
+    labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+    if atoms.pbc.all():
+        labels["stress"] = atoms.get_stress()
+    atoms.calc = SinglePointCalculator(atoms, **labels)
+    return atoms

@@ -18,6 +18,8 @@ import torch
 from equipot.blocks.contract import BlockContext
 from equipot.blocks.ewald_messages import WithEwaldMessages
 from equipot.blocks.registry import family_named
+from equipot.model.ensemble import Ensemble, EnsembleOptions
+from equipot.model.llpr import LastLayerRigidity, LLPROptions
 from equipot.model.potential import Potential
 from equipot.nn.radial import BesselBasis, PolynomialEnvelope
 from equipot.physics.distance_floor import DistanceFloor, build_distance_floor
@@ -31,7 +33,7 @@ STATISTICS = ("species", "reference_energies", "shift", "scale", "avg_num_neighb
 # optional statistic (model files written before it still load).
 ARCHITECTURE = ("block", "cutoff", "num_features", "num_blocks", "num_radial",
                 "envelope_exponent", "readout_hidden", "block_options", "energy_terms",
-                "long_range_messages", "distance_floor", "shortest_distances")
+                "long_range_messages", "distance_floor", "uncertainty", "shortest_distances")
 
 
 @contextmanager
@@ -59,8 +61,12 @@ def option_names(options_class: type) -> list[str]:
     return [field.name for field in fields(options_class)]
 
 
-def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Potential:
-    """A freshly initialised Potential with parameters in ``dtype``.
+def build_potential(config: Mapping, dtype: torch.dtype = torch.float32
+                    ) -> Potential | Ensemble:
+    """A freshly initialised Potential with parameters in ``dtype``; with ``uncertainty``
+    {method: llpr, **LLPROptions} it carries a ``LastLayerRigidity`` (``equipot.model.llpr``),
+    with {method: ensemble, size: K, **EnsembleOptions} it is an ``Ensemble`` of K Potentials
+    of the rest of the config (``equipot.model.ensemble``).
 
     Keys: block, cutoff, num_features, num_blocks, num_radial, envelope_exponent,
     readout_hidden, block_options (the family's ``Options``), energy_terms (list of {name,
@@ -70,6 +76,24 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32) -> Pote
     the edge lengths the network reads, ``equipot.physics.distance_floor.DistanceFloorOptions``)
     and the statistics (see ``equipot.train.statistics.compute_statistics``).
     """
+    uncertainty = dict(config.get("uncertainty") or {})
+    method = uncertainty.pop("method", None)
+    if method == "ensemble":
+        options = EnsembleOptions(**uncertainty)
+        member = {key: value for key, value in config.items() if key != "uncertainty"}
+        return Ensemble(config, [build_potential(member, dtype) for _ in range(options.size)],
+                        options)
+    if method not in (None, "llpr"):
+        raise ValueError(f"uncertainty.method={method!r} is not one of: ensemble, llpr")
+    model = build_network_potential(config, dtype)
+    if method == "llpr":
+        model.uncertainty = LastLayerRigidity(model.num_last_layer_features,
+                                              LLPROptions(**uncertainty))
+    return model
+
+
+def build_network_potential(config: Mapping, dtype: torch.dtype) -> Potential:
+    """The Potential of ``config`` (its uncertainty aside): see ``build_potential``."""
     missing = [key for key in STATISTICS if key not in config]
     if missing:
         raise ValueError(f"model config lacks training statistics {missing}")

@@ -42,7 +42,9 @@ class Potential(nn.Module):
     stages without one are left out. ``embedding=None`` (no blocks, no readouts) makes a
     Potential of its energy terms alone. ``distance_floor``
     (``equipot.physics.distance_floor``): the edge lengths the network reads are floored per
-    pair of elements; energy terms read the true ones."""
+    pair of elements; energy terms read the true ones. ``uncertainty`` (None, or set by
+    ``build_potential``, ``equipot.uncertainty``): a module mapping the scaled last-layer
+    features [N, H] to predicted standard deviations, returned with the predictions."""
 
     def __init__(self, config: Mapping, species: Sequence[int], cutoff: float,
                  embedding: nn.Module | None, radial_basis: nn.Module, envelope: nn.Module,
@@ -74,6 +76,7 @@ class Potential(nn.Module):
         self.readouts = nn.ModuleDict({str(stage): readouts[stage] for stage in sorted(readouts)})
         self.energy_terms = nn.ModuleList(energy_terms)
         self.distance_floor = distance_floor
+        self.uncertainty: nn.Module | None = None  # see equipot.uncertainty
         for term in energy_terms:  # terms reading features read the last stage's
             if term.reads_features:
                 check_irreps_chain([stages[-1], (f"energy term {type(term).__name__}", term)])
@@ -101,8 +104,9 @@ class Potential(nn.Module):
     def forward(self, batch, compute_forces: bool = True, compute_stress: bool = False,
                 create_graph: bool | None = None) -> dict[str, torch.Tensor]:
         """Energies [G] and per-atom energies [N] (float64, eV); forces [N, 3] (eV/Å) and
-        stress [G, 3, 3] (eV/Å³, zero for non-periodic structures) when asked for; and what
-        energy terms give besides energies (keys.CHARGES [N] e, keys.DIPOLE [G, 3] e·Å).
+        stress [G, 3, 3] (eV/Å³, zero for non-periodic structures) when asked for; what
+        energy terms give besides energies (keys.CHARGES [N] e, keys.DIPOLE [G, 3] e·Å); and,
+        with an uncertainty method, keys.ENERGY_UNCERTAINTY [G], keys.FORCES_UNCERTAINTY [N] …
 
         ``create_graph`` (default: ``self.training``) keeps the graph of forces and stress
         for a loss on them; inference skips the double-backward graph.
@@ -111,7 +115,8 @@ class Potential(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() or compute_forces or compute_stress):
             return self._forward(batch, compute_forces, compute_stress, create_graph)
 
-    def _forward(self, batch, compute_forces, compute_stress, create_graph):
+    def _forward(self, batch, compute_forces, compute_stress, create_graph,
+                 collect_features=False):
         # Edge geometry in float64 (exact far from the origin, in big cells), network in dtype.
         dtype = self.dtype
         z = batch[keys.ATOMIC_NUMBERS]
@@ -149,14 +154,17 @@ class Potential(nn.Module):
             network_geometry = geometry.with_lengths(
                 vectors * (floored / lengths).unsqueeze(-1), floored)
 
+        collected = [] if collect_features or self.uncertainty is not None else None
         features, network_energies = None, lengths.new_zeros(len(z))
         if self.embedding is not None:
             features = self.embedding(network_geometry)
-            network_energies = self._read(0, features, network_geometry)
+            network_energies = self._read(0, features, network_geometry, collected)
             for stage, block in enumerate(self.blocks, 1):
                 features = block(features, network_geometry)
                 network_energies = network_energies + self._read(stage, features,
-                                                                 network_geometry)
+                                                                 network_geometry, collected)
+        if collect_features:
+            return self._scaled(collected)
         atomic_energies = (self.scale * network_energies + self.shift).double()
         atomic_energies = atomic_energies + self.reference_energies[species]
         term_outputs = {}  # charges, dipoles … of terms that give more than energies
@@ -165,6 +173,9 @@ class Potential(nn.Module):
             atomic_energies = atomic_energies + term_outputs.pop(keys.ATOMIC_ENERGIES).double()
         energy = scatter_sum(atomic_energies, atom_graph, num_graphs)
         out = {keys.ENERGY: energy, keys.ATOMIC_ENERGIES: atomic_energies, **term_outputs}
+        if self.uncertainty is not None:
+            out.update(self.uncertainty(self._scaled(collected).detach(), atom_graph,
+                                        num_graphs))
         if not gradient_inputs:
             return out
 
@@ -182,8 +193,35 @@ class Potential(nn.Module):
             out = {name: value.detach() for name, value in out.items()}
         return out
 
-    def _read(self, stage: int, features: torch.Tensor, geometry: Geometry) -> torch.Tensor | float:
-        """Per-atom energies [N] read from ``stage``'s features, or 0 where it has no readout."""
+    def _read(self, stage: int, features: torch.Tensor, geometry: Geometry,
+              collected: list | None) -> torch.Tensor | float:
+        """Per-atom energies [N] read from ``stage``'s features, or 0 where it has no readout;
+        its last-layer features [N, H] (and [N, 1] ones for a bias) appended to ``collected``."""
         if str(stage) not in self.readouts:
             return 0.0
-        return self.readouts[str(stage)](features, geometry)
+        readout = self.readouts[str(stage)]
+        if collected is None:
+            return readout(features, geometry)
+        phi = readout.last_layer_features(features, geometry)
+        collected.append(phi)
+        if readout.last_layer.bias is not None:
+            collected.append(torch.ones_like(phi[:, :1]))
+        return readout.last_layer(phi).squeeze(-1)
+
+    def _scaled(self, collected: list[torch.Tensor]) -> torch.Tensor:
+        """[N, H] float64: scale × the last-layer features, in which the energy is linear."""
+        return self.scale * torch.cat(collected, dim=1).double()
+
+    @property
+    def num_last_layer_features(self) -> int:
+        """H: the inputs of every readout's last linear layer, and one per bias."""
+        return sum(readout.last_layer.in_features + (readout.last_layer.bias is not None)
+                   for readout in self.readouts.values())
+
+    def last_layer_features(self, batch) -> torch.Tensor:
+        """φ [N, H] float64: each atom's scaled last-layer features (its per-atom energy is
+        w · φ_i + constants, w the readouts' last-layer weights), without gradients."""
+        if self.embedding is None:
+            raise ValueError("a Potential of energy terms alone has no last-layer features")
+        with torch.no_grad():
+            return self._forward(batch, False, False, False, collect_features=True)

@@ -1,7 +1,10 @@
 """Per-atom energies from the invariant (0e) part of atom features.
 
 Equivariant features are laid out as e3nn does (scalars first), so the invariant channels are
-a prefix of the feature vector. Every readout is called as readout(features, geometry) → [N].
+a prefix of the feature vector. Every readout is a ``Readout``: called as
+readout(features, geometry) → [N], it is a last linear layer (``last_layer``, H → 1) applied
+to its last-layer features (``last_layer_features``, [N, H]). The uncertainty of
+``equipot.uncertainty.llpr`` reads those features; the energy is linear in them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,24 @@ def leading_scalars(irreps: o3.Irreps | str) -> int:
     return irreps[0].mul
 
 
-class ScalarReadout(nn.Module):
+class Readout(nn.Module):
+    """e_i = last_layer(φ_i), φ_i = last_layer_features(features, geometry)_i: [N] from
+    [N, dim(irreps_in)] (or a block's edge features), dimensionless."""
+
+    @property
+    def last_layer(self) -> nn.Linear:
+        """The final linear map H → 1 (its bias, if any, is a feature of constant 1)."""
+        raise NotImplementedError
+
+    def last_layer_features(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+        """φ [N, H]: what ``last_layer`` reads."""
+        raise NotImplementedError
+
+    def forward(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+        return self.last_layer(self.last_layer_features(features, geometry)).squeeze(-1)
+
+
+class ScalarReadout(Readout):
     """MLP of the leading scalar (0e) channels: [N, dim(irreps_in)] → [N] (dimensionless).
     ``activation`` and ``bias`` as in ``equipot.nn.mlp.mlp``."""
 
@@ -33,11 +53,18 @@ class ScalarReadout(nn.Module):
         self.num_scalars = leading_scalars(self.irreps_in)
         self.network = mlp(self.num_scalars, hidden, 1, activation=activation, bias=bias)
 
+    @property
+    def last_layer(self) -> nn.Linear:
+        return self.network[-1]
+
+    def last_layer_features(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+        return self.network[:-1](features[:, : self.num_scalars])
+
     def forward(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-        return self.network(features[:, : self.num_scalars]).squeeze(-1)
+        return self.network(features[:, : self.num_scalars]).squeeze(-1)  # as above, unsliced
 
 
-class LinearReadout(nn.Module):
+class LinearReadout(Readout):
     """Linear map of the leading scalar channels: [N, dim(irreps_in)] → [N] (dimensionless).
     The only equivariant linear map to an invariant reads the invariants."""
 
@@ -47,5 +74,9 @@ class LinearReadout(nn.Module):
         self.num_scalars = leading_scalars(self.irreps_in)
         self.linear = nn.Linear(self.num_scalars, 1, bias=False)
 
-    def forward(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-        return self.linear(features[:, : self.num_scalars]).squeeze(-1)
+    @property
+    def last_layer(self) -> nn.Linear:
+        return self.linear
+
+    def last_layer_features(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+        return features[:, : self.num_scalars]

@@ -44,10 +44,13 @@ from equipot.train.stages import StageTwo
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")  # a link to configs/
 ROOT = ("seed", "dtype", "resume", "overwrite", "ema_decay", "loss", "optimizer", "scheduler",
-        "dimer_repulsion", "stage_two", "short_range", "model", "data", "trainer")
+        "dimer_repulsion", "stage_two", "short_range", "ensemble", "uncertainty", "model",
+        "data", "trainer")
 OPTIMIZER = ("name", "lr", "weight_decay")
 SCHEDULER = ("name", "factor", "patience", "min_lr")
 SHORT_RANGE = ("fail_on_error",)
+ENSEMBLE = ("size",)
+UNCERTAINTY = ("llpr",)
 TRAINER_EXTRA = ("early_stopping_patience",)  # read by equipot-train, not by pl.Trainer
 
 
@@ -100,7 +103,7 @@ def check_config(settings: Mapping) -> None:
         "dimer_repulsion": options(DimerRepulsion, ("species", "shortest_distances", "floors")),
         "stage_two": options(StageTwo, ("schedule", "max_seconds", "weights"))
                      + list(weight_options()),
-        "short_range": SHORT_RANGE,
+        "short_range": SHORT_RANGE, "ensemble": ENSEMBLE, "uncertainty": UNCERTAINTY,
         "data": options(AtomisticDataModule, ("cutoff", "seed", "label_keys"))
                 + list(LabelKeys.options()),
         "trainer": options(pl.Trainer) + list(TRAINER_EXTRA)}
@@ -115,6 +118,9 @@ def check_config(settings: Mapping) -> None:
     check_choice(settings.get("scheduler") or {}, "name", SCHEDULERS, problems, "scheduler.")
     if isinstance(settings.get("model"), Mapping):
         check_model(settings["model"], problems)
+    size = (settings.get("ensemble") or {}).get("size", 1)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        problems.append(f"ensemble.size must be a whole number of members ≥ 1, got {size!r}")
     data = settings.get("data") or {}
     if data.get("train") in (None, "???") and not settings.get("resume"):
         problems.append("data.train is required: the file of training structures "

@@ -31,8 +31,9 @@ LAST_CHECKPOINT = "last.ckpt"
 MODEL = "model.pt"
 LAST_FINITE_WEIGHTS = "last_finite_weights.pt"  # what a diverged run leaves instead of MODEL
 # Everything a run writes (Hydra's own .hydra/ and log file aside).
+MEMBERS = "members"  # an ensemble run's member directories, members/<k>/
 ARTEFACTS = (CONFIG, "split_indices.json", CHECKPOINTS, "logs", "tensorboard", MODEL,
-             "test_metrics.json", "short_range", LAST_FINITE_WEIGHTS)
+             "test_metrics.json", "short_range", LAST_FINITE_WEIGHTS, MEMBERS)
 # What a resumed run may change: its budget, and how it runs, not what it computes.
 RESUMABLE = ("trainer.max_epochs", "trainer.max_time", "trainer.enable_progress_bar",
              "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",

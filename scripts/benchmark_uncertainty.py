@@ -1,0 +1,76 @@
+"""Uncertainty of an ensemble run and of its first member's LLPR, in and out of distribution.
+
+Scores ``<run>/model.pt`` (the ensemble) and ``<run>/members/0/model.pt`` (one member, with the
+last-layer prediction rigidity fitted at the end of its training) on an in-distribution test
+set and on held-out structures further away (by default acetylacetone's 300 K test set and the
+500 structures of its 600 K file, which no bundled experiment trains on), and on both pooled.
+Columns: force MAE (meV/Å); mean predicted σ of a force component (meV/Å); Spearman's rank
+correlation of σ and error per structure (force RMSE against RMS σ), per atom, and for energies;
+miscalibration area of force components and energies; NLL of force components. Run from the
+repository root after e.g. ``equipot-train experiment=acac_mace ensemble.size=4
+hydra.run.dir=runs/acac_ensemble``:
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/benchmark_uncertainty.py runs/acac_ensemble
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from torch_geometric.loader import DataLoader
+
+import equipot
+from equipot.analysis.evaluation import UncertaintyPairs
+from equipot.data.dataset import GraphDataset
+from equipot.datasets import bundled
+from equipot.uncertainty.scores import uncertainty_report
+
+
+def collect(model, dataset) -> dict[str, np.ndarray]:
+    """Errors and σ of energies and forces over ``dataset`` (arrays of UncertaintyPairs)."""
+    pairs, first = UncertaintyPairs(), 0
+    for batch in DataLoader(dataset, batch_size=16, shuffle=False):
+        pairs.add(model(batch, compute_forces=True), batch, first)
+        first += batch.num_graphs
+    return {name: np.concatenate(values) for name, values in pairs.parts.items()}
+
+
+def pooled(a: dict, b: dict) -> dict:
+    offset = a["force_structures"].max() + 1
+    return {name: np.concatenate([a[name], b[name] + (offset if name == "force_structures"
+                                                       else 0)]) for name in a}
+
+
+def row(method: str, name: str, arrays: dict) -> str:
+    report = uncertainty_report(**arrays)
+    forces, energy = report["forces"], report["energy"]
+    return (f"| {method} | {name} | {1000 * np.abs(arrays['force_errors']).mean():.1f} | "
+            f"{1000 * arrays['force_sigmas'].mean():.1f} | "
+            f"{report['forces_per_structure']['spearman']:.2f} | {forces['spearman']:.2f} | "
+            f"{energy['spearman']:.2f} | {forces['miscalibration_area']:.3f} | "
+            f"{energy['miscalibration_area']:.3f} | {forces['nll']:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="an ensemble run directory")
+    parser.add_argument("--near", type=Path, default=Path(bundled("acac/test_MD_300K.xyz")))
+    parser.add_argument("--far", type=Path, default=Path(bundled("acac/train_600K.xyz")))
+    arguments = parser.parse_args()
+    models = {"ensemble": equipot.load(arguments.run / "model.pt"),
+              "LLPR (member 0)": equipot.load(arguments.run / "members" / "0" / "model.pt")}
+    print("| method | structures | F MAE | mean σ_F | Spearman F/structure | F/atom | E | "
+          "miscal. F | miscal. E | NLL F |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for method, model in models.items():
+        sets = {path.stem: collect(model, GraphDataset.from_file(path, model.cutoff))
+                for path in (arguments.near, arguments.far)}
+        near, far = sets.values()
+        for name, arrays in [*sets.items(), ("pooled", pooled(near, far))]:
+            print(row(method, name, arrays), flush=True)
+        ratio = far["force_sigmas"].mean() / near["force_sigmas"].mean()
+        print(f"| {method} | mean σ_F far / near | {ratio:.2f} | | | | | | | |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Last-layer prediction rigidity (equipot/model/llpr.py, equipot/uncertainty/fitting.py):
+the closed form, checked against features found independently (the gradient of the energy
+with respect to the last-layer weights), and the properties any uncertainty must have."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from torch_geometric.data import Batch
+
+from equipot import EquipotCalculator, keys, load, save_model
+from equipot.data.dataset import GraphDataset
+from equipot.data.graph import atoms_to_graph
+from equipot.datasets.emt import emt_copper
+from equipot.uncertainty.fitting import fit_llpr
+
+from conftest import MODEL_CONFIG, make_cu_cell, make_ethanol, random_rotation
+
+COPPER = {**MODEL_CONFIG, "species": [29], "reference_energies": [-4.0]}
+
+
+def last_layer_parameters(model):
+    """Every readout's last linear layer's weight and bias, in the order of the features."""
+    parameters = []
+    for readout in model.readouts.values():
+        parameters.append(readout.last_layer.weight)
+        if readout.last_layer.bias is not None:
+            parameters.append(readout.last_layer.bias)
+    return parameters
+
+
+def gradient_features(model, atoms, per_atom=False):
+    """f = ∂E/∂w (or φ_i = ∂e_i/∂w per atom): the energy is linear in the last-layer weights
+    w, so its gradient is the vector the LLPR formula reads, found without the model's own
+    feature code."""
+    batch = Batch.from_data_list([atoms_to_graph(atoms, model.cutoff)])
+    parameters = last_layer_parameters(model)
+    out = model(batch, compute_forces=False)
+    targets = out[keys.ATOMIC_ENERGIES] if per_atom else out[keys.ENERGY]
+    rows = []
+    for target in targets:
+        gradients = torch.autograd.grad(target, parameters, retain_graph=True)
+        rows.append(torch.cat([g.reshape(-1) for g in gradients]).double())
+    return torch.stack(rows)
+
+
+@pytest.fixture(scope="module")
+def copper_sets():
+    return (GraphDataset.from_atoms(emt_copper(12, seed=0), COPPER["cutoff"]),
+            GraphDataset.from_atoms(emt_copper(6, seed=1), COPPER["cutoff"]))
+
+
+@pytest.fixture(scope="module", params=["schnet", "mace"])
+def fitted(request, copper_sets):
+    """A float64 model with LLPR fitted on 12 Cu cells and calibrated on 6 (SchNet: an MLP
+    readout with a bias; MACE: a linear readout after block 1 and an MLP after block 2)."""
+    from conftest import make_model
+
+    model = make_model({**COPPER, "block": request.param, "num_blocks": 2})
+    return model, fit_llpr(model, *copper_sets)
+
+
+def test_llpr_is_the_closed_form_of_the_gradient_features(fitted):
+    model, with_llpr = fitted
+    options = with_llpr.uncertainty.options
+    training = emt_copper(12, seed=0)
+    F = torch.cat([gradient_features(model, atoms) for atoms in training])
+    precision = F.T @ F + options.regularizer * torch.eye(F.shape[1], dtype=torch.float64)
+    inverse = torch.linalg.pinv(precision, hermitian=True)
+    for atoms in [emt_copper(1, seed=7)[0], make_cu_cell()]:
+        f = gradient_features(model, atoms)[0]
+        phi = gradient_features(model, atoms, per_atom=True)
+        calculator = EquipotCalculator(with_llpr)
+        atoms = atoms.copy()
+        atoms.calc = calculator
+        atoms.get_potential_energy()
+        expected = options.energy_scale * torch.sqrt(f @ inverse @ f)
+        assert calculator.results["energy_uncertainty"] == pytest.approx(float(expected),
+                                                                         rel=1e-8)
+        per_atom = torch.sqrt(torch.einsum("nh,hk,nk->n", phi, inverse, phi)).numpy()
+        np.testing.assert_allclose(calculator.results["energies_uncertainty"],
+                                   options.energy_scale * per_atom, rtol=1e-8)
+        np.testing.assert_allclose(calculator.results["forces_uncertainty"],
+                                   options.forces_scale * per_atom, rtol=1e-8)
+
+
+def test_llpr_leaves_the_predictions_unchanged(fitted):
+    model, with_llpr = fitted
+    batch = Batch.from_data_list([atoms_to_graph(make_cu_cell(), model.cutoff)])
+    plain, uncertain = model(batch, compute_stress=True), with_llpr(batch, compute_stress=True)
+    for name in (keys.ENERGY, keys.FORCES, keys.STRESS):
+        assert torch.equal(plain[name], uncertain[name]), name
+
+
+def test_llpr_calibration_makes_the_validation_sigma_the_rmse(fitted, copper_sets):
+    """α² = ⟨ΔE²⟩/⟨σ̃_E²⟩ and β² = ⟨ΔF²⟩/⟨σ̃_F²⟩: on the validation set the RMS of the
+    calibrated σ is the RMSE, for energies and for force components."""
+    _, with_llpr = fitted
+    batch = Batch.from_data_list([copper_sets[1][k] for k in range(len(copper_sets[1]))])
+    out = with_llpr(batch)
+    for name, sigma in ((keys.ENERGY, keys.ENERGY_UNCERTAINTY),
+                        (keys.FORCES, keys.FORCES_UNCERTAINTY)):
+        rmse = (out[name] - batch[name]).square().mean().sqrt()
+        assert float(out[sigma].square().mean().sqrt()) == pytest.approx(float(rmse), rel=1e-9)
+
+
+def test_llpr_is_rotation_invariant_and_finite_without_edges(fitted):
+    _, with_llpr = fitted
+    calculator = EquipotCalculator(with_llpr)
+    ethanol_like = make_cu_cell()
+    rotated = ethanol_like.copy()
+    rotation = random_rotation(4)
+    rotated.set_cell(ethanol_like.cell @ rotation.T, scale_atoms=False)
+    rotated.positions = ethanol_like.positions @ rotation.T
+    results = []
+    for atoms in (ethanol_like, rotated):
+        atoms = atoms.copy()
+        atoms.calc = calculator
+        atoms.get_potential_energy()
+        results.append(dict(calculator.results))
+    for name in ("energy_uncertainty", "forces_uncertainty", "energies_uncertainty"):
+        np.testing.assert_allclose(results[0][name], results[1][name], rtol=1e-9, atol=1e-12)
+    for atoms in (Atoms("Cu"), Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 9.0]])):
+        atoms.calc = calculator
+        atoms.get_potential_energy()
+        for name in ("energy_uncertainty", "forces_uncertainty", "energies_uncertainty"):
+            assert np.isfinite(calculator.results[name]).all(), name
+
+
+def test_a_model_with_llpr_saves_and_loads(fitted, tmp_path):
+    _, with_llpr = fitted
+    save_model(tmp_path / "model.pt", with_llpr)
+    loaded = load(tmp_path / "model.pt", dtype=torch.float64)
+    assert loaded.config["uncertainty"]["method"] == "llpr"
+    batch = Batch.from_data_list([atoms_to_graph(make_cu_cell(), loaded.cutoff)])
+    for name, value in with_llpr(batch).items():
+        assert torch.equal(loaded(batch)[name], value), name
+
+
+def test_llpr_of_a_molecule_model(build_model):
+    """Any family with atom features: the features of H, C and O atoms of ethanol."""
+    model = build_model({**MODEL_CONFIG, "block": "painn"})
+    molecules = [make_ethanol(seed) for seed in range(8)]
+    for atoms in molecules:
+        atoms.info["energy"] = 0.0
+        atoms.arrays["forces"] = np.zeros((len(atoms), 3))
+    data = GraphDataset.from_atoms(molecules, model.cutoff)
+    with_llpr = fit_llpr(model, data, data)
+    atoms = make_ethanol(9)
+    atoms.calc = EquipotCalculator(with_llpr)
+    assert atoms.calc.get_property("energy_uncertainty", atoms) > 0
