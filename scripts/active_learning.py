@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--start", type=int, default=8, help="labelled structures at first")
     parser.add_argument("--per-round", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--md-steps", type=int, default=200, help="per temperature")
     parser.add_argument("--test-temperature", type=float, default=1200.0)
     parser.add_argument("--test-count", type=int, default=40)

@@ -14,15 +14,20 @@ hydra.run.dir=runs/acac_ensemble``:
 """
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 from torch_geometric.loader import DataLoader
 
 import equipot
 from equipot.analysis.evaluation import UncertaintyPairs
 from equipot.data.dataset import GraphDataset
 from equipot.datasets import bundled
+from equipot.model.build import DTYPES, build_potential
+from equipot.model.checkpoint import read_checkpoint
+from equipot.uncertainty.fitting import fit_llpr
 from equipot.uncertainty.scores import uncertainty_report
 
 
@@ -51,14 +56,34 @@ def row(method: str, name: str, arrays: dict) -> str:
             f"{energy['miscalibration_area']:.3f} | {forces['nll']:.2f} |")
 
 
+def refit_llpr(path: Path, run: Path):
+    """The model of ``path`` (its network: any uncertainty it has is dropped) with its LLPR
+    fitted on the split of ``run`` (config.yaml, split_indices.json)."""
+    checkpoint = read_checkpoint(path)
+    config = {k: v for k, v in checkpoint["model_config"].items() if k != "uncertainty"}
+    model = build_potential(config, dtype=DTYPES[checkpoint["metadata"].get("dtype", "float32")])
+    model.load_state_dict({name: value for name, value in checkpoint["state_dict"].items()
+                           if not name.startswith("uncertainty.")})
+    model.eval()
+    settings = yaml.safe_load((run / "config.yaml").read_text())
+    split = json.loads((run / "split_indices.json").read_text())
+    everything = GraphDataset.from_file(settings["data"]["train"], model.cutoff)
+    train, valid = (GraphDataset.subset(everything, split[name]) for name in ("train", "valid"))
+    return fit_llpr(model, train, valid)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="an ensemble run directory")
     parser.add_argument("--near", type=Path, default=Path(bundled("acac/test_MD_300K.xyz")))
     parser.add_argument("--far", type=Path, default=Path(bundled("acac/train_600K.xyz")))
+    parser.add_argument("--refit-llpr", action="store_true",
+                        help="fit member 0's LLPR again, on the run's own training and "
+                             "validation split (for a run written by an older equipot)")
     arguments = parser.parse_args()
-    models = {"ensemble": equipot.load(arguments.run / "model.pt"),
-              "LLPR (member 0)": equipot.load(arguments.run / "members" / "0" / "model.pt")}
+    path = arguments.run / "members" / "0" / "model.pt"
+    member = refit_llpr(path, arguments.run) if arguments.refit_llpr else equipot.load(path)
+    models = {"ensemble": equipot.load(arguments.run / "model.pt"), "LLPR (member 0)": member}
     print("| method | structures | F MAE | mean σ_F | Spearman F/structure | F/atom | E | "
           "miscal. F | miscal. E | NLL F |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")

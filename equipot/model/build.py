@@ -88,7 +88,7 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32
     model = build_network_potential(config, dtype)
     if method == "llpr":
         model.uncertainty = LastLayerRigidity(model.num_last_layer_features,
-                                              LLPROptions(**uncertainty))
+                                              len(model.species), LLPROptions(**uncertainty))
     return model
 
 

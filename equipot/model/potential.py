@@ -174,8 +174,8 @@ class Potential(nn.Module):
         energy = scatter_sum(atomic_energies, atom_graph, num_graphs)
         out = {keys.ENERGY: energy, keys.ATOMIC_ENERGIES: atomic_energies, **term_outputs}
         if self.uncertainty is not None:
-            out.update(self.uncertainty(self._scaled(collected).detach(), atom_graph,
-                                        num_graphs))
+            out.update(self.uncertainty(self._scaled(collected).detach(), species,
+                                        atom_graph, num_graphs))
         if not gradient_inputs:
             return out
 

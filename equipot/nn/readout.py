@@ -9,6 +9,8 @@ to its last-layer features (``last_layer_features``, [N, H]). The uncertainty of
 
 from __future__ import annotations
 
+from itertools import islice
+
 import torch
 from e3nn import o3
 from torch import nn
@@ -58,7 +60,10 @@ class ScalarReadout(Readout):
         return self.network[-1]
 
     def last_layer_features(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-        return self.network[:-1](features[:, : self.num_scalars])
+        x = features[:, : self.num_scalars]
+        for layer in islice(self.network, len(self.network) - 1):  # no sliced copy per call
+            x = layer(x)
+        return x
 
     def forward(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         return self.network(features[:, : self.num_scalars]).squeeze(-1)  # as above, unsliced

@@ -37,13 +37,14 @@ RELATIVE_REGULARIZERS = tuple(10.0 ** k for k in range(-12, 3))
 class Residuals:
     """Validation errors (prediction − reference) and what σ is computed from: energies [G]
     (eV) of the structures with an energy label, force components [M, 3] (eV/Å) of the atoms of
-    structures with forces; for LLPR their last-layer features (totals [G, H], atoms [M, H]),
-    for an ensemble the members' uncalibrated σ [G], [M]."""
+    structures with forces; for LLPR their last-layer features (totals [G, H], atoms [M, H])
+    and the atoms' species indices [M], for an ensemble the members' uncalibrated σ [G], [M]."""
 
     energy_errors: torch.Tensor
     force_errors: torch.Tensor
     energy_inputs: torch.Tensor
     force_inputs: torch.Tensor
+    force_species: torch.Tensor
 
 
 def scale_factor(errors: torch.Tensor, sigmas: torch.Tensor) -> float:
@@ -71,12 +72,22 @@ def residuals(model: Potential | Ensemble, dataset, batch_size: int = 16,
         else:
             energy_inputs = predicted[keys.ENERGY_UNCERTAINTY]
             force_inputs = predicted[keys.FORCES_UNCERTAINTY]
+        parts["force_species"].append(species_indices(model, batch)[has_forces])
         parts["energy_errors"].append(error(predicted, batch, keys.ENERGY)[has_energy])
         parts["force_errors"].append(error(predicted, batch, keys.FORCES)[has_forces])
         parts["energy_inputs"].append(energy_inputs[has_energy])
         parts["force_inputs"].append(force_inputs[has_forces])
-    return Residuals(**{name: torch.cat(values).detach().double().cpu()
+    return Residuals(**{name: torch.cat(values).detach().cpu()
+                        if name == "force_species" else torch.cat(values).detach().double().cpu()
                         for name, values in parts.items()})
+
+
+def species_indices(model: Potential | Ensemble, batch) -> torch.Tensor:
+    """[N] int64: each atom's index in the model's species."""
+    lookup = {int(z): k for k, z in enumerate(model.species)}
+    table = torch.full((max(lookup) + 1,), -1, dtype=torch.long)
+    table[list(lookup)] = torch.tensor(list(lookup.values()))
+    return table.to(batch[keys.ATOMIC_NUMBERS].device)[batch[keys.ATOMIC_NUMBERS]]
 
 
 def labelled(batch, name: str) -> torch.Tensor:
@@ -95,23 +106,58 @@ def error(predicted: dict, batch, name: str) -> torch.Tensor:
     return predicted[name].double() - batch[name].double()
 
 
-def feature_covariance(model: Potential, dataset, batch_size: int = 16) -> torch.Tensor:
-    """FᵀF [H, H] float64: Σ over the structures of ``dataset`` of f_A f_Aᵀ."""
-    size = model.num_last_layer_features
-    covariance = torch.zeros(size, size, dtype=torch.float64)
+def feature_covariances(model: Potential, dataset, batch_size: int = 16
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FᵀF [H, H] (Σ over the structures of ``dataset`` of f_A f_Aᵀ), Φ_sᵀΦ_s [S, H, H]
+    (Σ over its atoms of element s of φ_j φ_jᵀ), float64, and the atoms of each element [S]."""
+    size, num_species = model.num_last_layer_features, len(model.species)
+    structures = torch.zeros(size, size, dtype=torch.float64)
+    atoms = torch.zeros(num_species, size, size, dtype=torch.float64)
+    counts = torch.zeros(num_species, dtype=torch.long)
     device = next(model.parameters()).device
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         batch = batch.to(device)
-        totals = scatter_sum(model.last_layer_features(batch), batch[keys.BATCH],
-                             batch.num_graphs)
-        covariance += (totals.T @ totals).cpu()
-    return covariance
+        features = model.last_layer_features(batch)
+        totals = scatter_sum(features, batch[keys.BATCH], batch.num_graphs)
+        structures += (totals.T @ totals).cpu()
+        species = species_indices(model, batch)
+        for index in species.unique().tolist():  # a few elements, not atoms
+            rows = features[species == index]
+            atoms[index] += (rows.T @ rows).cpu()
+            counts[index] += len(rows)
+    return structures, atoms, counts
 
 
-def inverse_covariance(covariance: torch.Tensor, regularizer: float) -> torch.Tensor:
-    """(FᵀF + ς² I)⁻¹ [H, H] float64 (a pseudo-inverse where ς² = 0 leaves it singular)."""
-    identity = torch.eye(len(covariance), dtype=torch.float64)
-    return torch.linalg.pinv(covariance + regularizer * identity, hermitian=True)
+def inverse_covariance(covariance: torch.Tensor, relative: float, count: torch.Tensor | float
+                       ) -> torch.Tensor:
+    """(C + r c I)⁻¹, c the mean diagonal of C per data point (``count`` of them), for C
+    [H, H] or [S, H, H] (each its own c), float64 (a pseudo-inverse where that is singular)."""
+    scale = covariance.diagonal(dim1=-2, dim2=-1).mean(-1) / torch.as_tensor(
+        count, dtype=torch.float64).clamp_min(1)
+    identity = torch.eye(covariance.shape[-1], dtype=torch.float64)
+    regularized = covariance + (relative * scale)[..., None, None] * identity
+    return torch.linalg.pinv(regularized, hermitian=True)
+
+
+def best_regularized(errors: torch.Tensor, features: torch.Tensor, covariance: torch.Tensor,
+                     count, species: torch.Tensor | None = None
+                     ) -> tuple[float, float, torch.Tensor]:
+    """(relative regulariser, scale, inverse) of the highest Gaussian likelihood of ``errors``
+    [items, …] on the grid RELATIVE_REGULARIZERS, the scale fitted at each point; (0, 1,
+    pseudo-inverse) without errors."""
+    best = None
+    for relative in RELATIVE_REGULARIZERS if errors.numel() else (0.0,):
+        inverse = inverse_covariance(covariance, relative, count)
+        sigma = rigidity(features, inverse, species)
+        scale = scale_factor(errors, sigma)
+        shaped = (scale * sigma).reshape(len(sigma), *([1] * (errors.dim() - 1)))
+        nll = gaussian_nll(errors, shaped) if errors.numel() else 0.0
+        if math.isfinite(nll) and (best is None or nll < best[0]):
+            best = (nll, relative, scale, inverse)
+    if best is None:
+        raise ValueError("LLPR could not be calibrated: no finite likelihood on the "
+                         "validation set")
+    return best[1:]
 
 
 def with_uncertainty(model: Potential | Ensemble, uncertainty: Mapping,
@@ -131,30 +177,20 @@ def with_uncertainty(model: Potential | Ensemble, uncertainty: Mapping,
 
 
 def fit_llpr(model: Potential, train, valid, batch_size: int = 16) -> Potential:
-    """``model`` with a last-layer prediction rigidity fitted on ``train`` (FᵀF) and calibrated
-    on ``valid`` (ς², α, β), as a new model (``equipot.model.llpr``)."""
-    covariance = feature_covariance(model, train, batch_size)
+    """``model`` with a last-layer prediction rigidity fitted on ``train`` (FᵀF, Φ_sᵀΦ_s) and
+    calibrated on ``valid`` (ς² and α by its energies, λ² and β by its forces), as a new
+    model (``equipot.model.llpr``)."""
+    structures, atoms, atom_counts = feature_covariances(model, train, batch_size)
     observed = residuals(model, valid, batch_size, llpr_features=True)
-    reference = float(covariance.diagonal().mean()) / len(train)
-    best = None
-    for relative in RELATIVE_REGULARIZERS:
-        regularizer = relative * max(reference, 1e-300)
-        inverse = inverse_covariance(covariance, regularizer)
-        sigma_e = rigidity(observed.energy_inputs, inverse)
-        sigma_f = rigidity(observed.force_inputs, inverse)
-        alpha = scale_factor(observed.energy_errors, sigma_e)
-        beta = scale_factor(observed.force_errors, sigma_f)
-        nll = sum(gaussian_nll(errors, sigmas) for errors, sigmas in (
-            (observed.energy_errors, alpha * sigma_e),
-            (observed.force_errors, beta * sigma_f.unsqueeze(-1))) if errors.numel())
-        if math.isfinite(nll) and (best is None or nll < best[0]):
-            best = (nll, LLPROptions(regularizer, alpha, beta), inverse)
-    if best is None:
-        raise ValueError("LLPR could not be calibrated: no finite likelihood on the "
-                         "validation set (does it have energies and forces?)")
-    _, options, inverse = best
-    return with_uncertainty(model, {"method": "llpr", **asdict(options)},
-                            {"covariance": covariance, "inverse_covariance": inverse})
+    regularizer, alpha, inverse = best_regularized(
+        observed.energy_errors, observed.energy_inputs, structures, len(train))
+    atom_regularizer, beta, atom_inverse = best_regularized(
+        observed.force_errors, observed.force_inputs, atoms, atom_counts,
+        observed.force_species)
+    options = LLPROptions(regularizer, atom_regularizer, alpha, beta)
+    return with_uncertainty(model, {"method": "llpr", **asdict(options)}, {
+        "covariance": structures, "inverse_covariance": inverse,
+        "atom_covariance": atoms, "inverse_atom_covariance": atom_inverse})
 
 
 def calibrate_ensemble(ensemble: Ensemble, valid, batch_size: int = 16) -> Ensemble:

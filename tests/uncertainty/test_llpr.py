@@ -60,28 +60,49 @@ def fitted(request, copper_sets):
     return model, fit_llpr(model, *copper_sets)
 
 
-def test_llpr_is_the_closed_form_of_the_gradient_features(fitted):
-    model, with_llpr = fitted
+def regularized_inverse(rows, relative):
+    """(XᵀX + r c I)⁻¹, c the mean diagonal of XᵀX per row."""
+    scale = rows.square().sum(0).mean() / len(rows)
+    identity = torch.eye(rows.shape[1], dtype=torch.float64)
+    return torch.linalg.pinv(rows.T @ rows + relative * scale * identity, hermitian=True)
+
+
+def quadratic(x, inverse):
+    return torch.sqrt(torch.einsum("nh,hk,nk->n", x, inverse, x)).numpy()
+
+
+def assert_closed_form(model, with_llpr, training, structures):
+    """σ_E = α √(fᵀ (FᵀF + ς²)⁻¹ f), σ(e_i) = α √(φ_iᵀ (FᵀF + ς²)⁻¹ φ_i) and
+    σ(F_i) = β √(φ_iᵀ (Φ_sᵀΦ_s + λ²)⁻¹ φ_i), from gradient features."""
     options = with_llpr.uncertainty.options
-    training = emt_copper(12, seed=0)
     F = torch.cat([gradient_features(model, atoms) for atoms in training])
-    precision = F.T @ F + options.regularizer * torch.eye(F.shape[1], dtype=torch.float64)
-    inverse = torch.linalg.pinv(precision, hermitian=True)
-    for atoms in [emt_copper(1, seed=7)[0], make_cu_cell()]:
-        f = gradient_features(model, atoms)[0]
+    inverse = regularized_inverse(F, options.regularizer)
+    Phi = torch.cat([gradient_features(model, atoms, per_atom=True) for atoms in training])
+    numbers = np.concatenate([atoms.numbers for atoms in training])
+    atom_inverse = {z: regularized_inverse(Phi[numbers == z], options.atom_regularizer)
+                    for z in np.unique(numbers)}
+    calculator = EquipotCalculator(with_llpr)
+    for atoms in structures:
+        f = gradient_features(model, atoms)
         phi = gradient_features(model, atoms, per_atom=True)
-        calculator = EquipotCalculator(with_llpr)
         atoms = atoms.copy()
         atoms.calc = calculator
         atoms.get_potential_energy()
-        expected = options.energy_scale * torch.sqrt(f @ inverse @ f)
-        assert calculator.results["energy_uncertainty"] == pytest.approx(float(expected),
-                                                                         rel=1e-8)
-        per_atom = torch.sqrt(torch.einsum("nh,hk,nk->n", phi, inverse, phi)).numpy()
-        np.testing.assert_allclose(calculator.results["energies_uncertainty"],
-                                   options.energy_scale * per_atom, rtol=1e-8)
-        np.testing.assert_allclose(calculator.results["forces_uncertainty"],
-                                   options.forces_scale * per_atom, rtol=1e-8)
+        results = calculator.results
+        np.testing.assert_allclose(results["energy_uncertainty"],
+                                   options.energy_scale * quadratic(f, inverse)[0], rtol=1e-8)
+        np.testing.assert_allclose(results["energies_uncertainty"],
+                                   options.energy_scale * quadratic(phi, inverse), rtol=1e-8)
+        expected = [quadratic(phi[k:k + 1], atom_inverse[z])[0]
+                    for k, z in enumerate(atoms.numbers)]
+        np.testing.assert_allclose(results["forces_uncertainty"],
+                                   options.forces_scale * np.array(expected), rtol=1e-8)
+
+
+def test_llpr_is_the_closed_form_of_the_gradient_features(fitted):
+    model, with_llpr = fitted
+    assert_closed_form(model, with_llpr, emt_copper(12, seed=0),
+                       [emt_copper(1, seed=7)[0], make_cu_cell()])
 
 
 def test_llpr_leaves_the_predictions_unchanged(fitted):
@@ -138,7 +159,8 @@ def test_a_model_with_llpr_saves_and_loads(fitted, tmp_path):
 
 
 def test_llpr_of_a_molecule_model(build_model):
-    """Any family with atom features: the features of H, C and O atoms of ethanol."""
+    """Any family with atom features, and forces' rigidity per element: H, C and O of
+    ethanol."""
     model = build_model({**MODEL_CONFIG, "block": "painn"})
     molecules = [make_ethanol(seed) for seed in range(8)]
     for atoms in molecules:
@@ -146,6 +168,4 @@ def test_llpr_of_a_molecule_model(build_model):
         atoms.arrays["forces"] = np.zeros((len(atoms), 3))
     data = GraphDataset.from_atoms(molecules, model.cutoff)
     with_llpr = fit_llpr(model, data, data)
-    atoms = make_ethanol(9)
-    atoms.calc = EquipotCalculator(with_llpr)
-    assert atoms.calc.get_property("energy_uncertainty", atoms) > 0
+    assert_closed_form(model, with_llpr, molecules, [make_ethanol(9)])
