@@ -108,23 +108,25 @@ def main() -> None:
     parser.add_argument("--md-steps", type=int, default=200, help="per temperature")
     parser.add_argument("--test-temperature", type=float, default=1200.0)
     parser.add_argument("--test-count", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="start structures, random picks, trainings and MD")
     arguments = parser.parse_args()
     started = time.monotonic()
     test = GraphDataset.from_atoms(test_set(arguments.test_temperature, arguments.test_count),
                                    4.5)
-    start = emt_copper(arguments.start, seed=0, repeat=2, rattle=0.05)
+    start = emt_copper(arguments.start, seed=arguments.seed, repeat=2, rattle=0.05)
     labelled = {"uncertainty": list(start), "random": list(start)}
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(arguments.seed)
     rows = []
     for round_index in range(arguments.rounds + 1):
         row = {"round": round_index, "labelled": len(labelled["random"])}
         for arm, structures in labelled.items():
             model = train(structures, arguments.out / arm / f"round{round_index}",
-                          arguments.epochs, seed=0)
+                          arguments.epochs, seed=arguments.seed)
             row[arm] = force_rmse(model, test)
             if round_index == arguments.rounds:
                 continue
-            pool = candidates(model, round_index, arguments.md_steps)
+            pool = candidates(model, 100 * arguments.seed + round_index, arguments.md_steps)
             if arm == "uncertainty":
                 picked = select_diverse(*score(model, pool), arguments.per_round)
             else:
