@@ -125,6 +125,7 @@ ENERGY_UNCERTAINTY = uncertainty(ENERGY, STRUCTURE, "eV", "the energy")
 ATOMIC_ENERGIES_UNCERTAINTY = uncertainty(ATOMIC_ENERGIES, ATOM, "eV", "each per-atom energy")
 FORCES_UNCERTAINTY = uncertainty(FORCES, ATOM, "eV/Å", "each of an atom's force components")
 
+
 def labels() -> tuple[str, ...]:
     """The names of the registered labels, in registration order (energy, forces, stress,
     dipole …). A structure lacking a label (or stress on a non-periodic one, a dipole on a

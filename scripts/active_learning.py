@@ -37,6 +37,7 @@ import equipot
 from equipot.analysis.evaluation import evaluate
 from equipot.cli import train as train_cli
 from equipot.data.dataset import GraphDataset
+from equipot.data.graph import atoms_to_graph
 from equipot.datasets.emt import emt_copper, label_with_emt
 from equipot.uncertainty.selection import score, select_diverse
 
@@ -128,7 +129,8 @@ def main() -> None:
                 continue
             pool = candidates(model, 100 * arguments.seed + round_index, arguments.md_steps)
             if arm == "uncertainty":
-                picked = select_diverse(*score(model, pool), arguments.per_round)
+                graphs = [atoms_to_graph(atoms, model.cutoff) for atoms in pool]
+                picked = select_diverse(*score(model, graphs), arguments.per_round)
             else:
                 picked = rng.choice(len(pool), arguments.per_round, replace=False).tolist()
             row[f"{arm}_picked_mean_temperature"] = float(np.mean(

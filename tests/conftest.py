@@ -183,3 +183,48 @@ def write_copper_splits(directory, train: int = 24, valid: int = 6, test: int = 
     for name, count, seed in (("train", train, 0), ("valid", valid, 1), ("test", test, 2)):
         ase.io.write(directory / f"{name}.xyz", emt_copper(count, seed=seed))
     return directory
+
+
+UNCERTAINTIES = ("energy_uncertainty", "forces_uncertainty", "energies_uncertainty")
+
+
+def assert_uncertainty_invariant_and_finite(model, rotation_seed: int, rtol: float) -> None:
+    """The calculator's uncertainties of a Cu cell equal those of a rotated copy (to ``rtol``),
+    and are finite for one Cu atom and for two too far apart to share an edge."""
+    from equipot import EquipotCalculator
+
+    calculator = EquipotCalculator(model)
+    cell, rotation = make_cu_cell(), random_rotation(rotation_seed)
+    rotated = cell.copy()
+    rotated.set_cell(cell.cell @ rotation.T, scale_atoms=False)
+    rotated.positions = cell.positions @ rotation.T
+    results = []
+    for atoms in (cell, rotated):
+        atoms.calc = calculator
+        atoms.get_potential_energy()
+        results.append(dict(calculator.results))
+    for name in UNCERTAINTIES:
+        np.testing.assert_allclose(results[0][name], results[1][name], rtol=rtol, atol=1e-12)
+    for atoms in (Atoms("Cu"), Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 9.0]])):
+        atoms.calc = calculator
+        atoms.get_potential_energy()
+        for name in UNCERTAINTIES:
+            assert np.isfinite(calculator.results[name]).all(), name
+
+
+def train_here(overrides: list[str], run_dir):
+    """equipot-train's ``train`` in this process, on the config it composes from
+    ``overrides``; returns the test metrics."""
+    from hydra import compose, initialize_config_dir
+
+    from equipot.cli import train as train_cli
+
+    with initialize_config_dir(config_dir=train_cli.CONFIG_DIR, version_base="1.3"):
+        config = compose("train", overrides=overrides)
+    return train_cli.train(config, run_dir, overrides)
+
+
+def enter_workdir(workdir, monkeypatch) -> None:
+    """Run in ``workdir``, with the graph cache inside it."""
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("EQUIPOT_CACHE", str(workdir / "cache"))

@@ -47,10 +47,12 @@ def run(args: argparse.Namespace) -> list[int]:
                                 "uncertainty.llpr=true, the default, or ensemble.size=K)",
                                 source=args.model)
     candidates = read_structures(args.candidates)
+    graphs = []  # checked and built once, each error naming the file and the structure
     for index, atoms in enumerate(candidates):
         model.check_species(atoms.numbers, source=str(args.candidates), index=index)
-        atoms_to_graph(atoms, model.cutoff, source=str(args.candidates), index=index)
-    uncertainties, prints = score(model, candidates, args.by, args.batch_size)
+        graphs.append(atoms_to_graph(atoms, model.cutoff, source=str(args.candidates),
+                                     index=index))
+    uncertainties, prints = score(model, graphs, args.by, args.batch_size)
     picked = select_diverse(uncertainties, prints, args.count)
     chosen = []
     for index in picked:

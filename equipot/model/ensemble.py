@@ -55,6 +55,11 @@ class Ensemble(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.members[0].dtype
 
+    @property
+    def species_of_z(self) -> torch.Tensor:
+        """Atomic number → index in ``species`` (−1: unknown), the members' lookup."""
+        return self.members[0].species_of_z
+
     def check_species(self, atomic_numbers: np.ndarray, source: str = "<atoms>",
                       index: int | None = None) -> None:
         self.members[0].check_species(atomic_numbers, source, index)

@@ -23,8 +23,8 @@ of its element s: with Φ_s the rows φ_j of the training atoms of element s,
 
 the leverage of atom i's environment among the training environments of its element. It costs
 two small quadratic forms per atom beyond the forward pass. On acetylacetone it orders
-structures by force error with Spearman 0.86, where atom i's structure-level rigidity
-σ(e_i)/α did not at all (0.0; docs/benchmarks.md). α, β, ς² and λ² are calibrated on
+structures by force error with Spearman 0.87, where atom i's structure-level rigidity
+σ(e_i)/α did not at all (−0.01; docs/benchmarks.md). α, β, ς² and λ² are calibrated on
 validation data (``equipot.uncertainty.fitting``).
 """
 

@@ -43,7 +43,7 @@ class Potential(nn.Module):
     Potential of its energy terms alone. ``distance_floor``
     (``equipot.physics.distance_floor``): the edge lengths the network reads are floored per
     pair of elements; energy terms read the true ones. ``uncertainty`` (None, or set by
-    ``build_potential``, ``equipot.uncertainty``): a module mapping the scaled last-layer
+    ``build_potential``, ``equipot.model.llpr``): a module mapping the scaled last-layer
     features [N, H] to predicted standard deviations, returned with the predictions."""
 
     def __init__(self, config: Mapping, species: Sequence[int], cutoff: float,
@@ -76,7 +76,7 @@ class Potential(nn.Module):
         self.readouts = nn.ModuleDict({str(stage): readouts[stage] for stage in sorted(readouts)})
         self.energy_terms = nn.ModuleList(energy_terms)
         self.distance_floor = distance_floor
-        self.uncertainty: nn.Module | None = None  # see equipot.uncertainty
+        self.uncertainty: nn.Module | None = None  # see equipot.model.llpr
         for term in energy_terms:  # terms reading features read the last stage's
             if term.reads_features:
                 check_irreps_chain([stages[-1], (f"energy term {type(term).__name__}", term)])

@@ -4,7 +4,7 @@ Equivariant features are laid out as e3nn does (scalars first), so the invariant
 a prefix of the feature vector. Every readout is a ``Readout``: called as
 readout(features, geometry) → [N], it is a last linear layer (``last_layer``, H → 1) applied
 to its last-layer features (``last_layer_features``, [N, H]). The uncertainty of
-``equipot.uncertainty.llpr`` reads those features; the energy is linear in them.
+``equipot.model.llpr`` reads those features; the energy is linear in them.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ Calibration makes predicted σ and observed errors agree on the validation set: 
 s² = ⟨e²⟩ / ⟨σ²⟩, so that the RMS of the calibrated σ is the RMSE, separately for energies
 (per structure; per-atom energies share it) and for force components. (The Gaussian likelihood
 would be highest at s² = ⟨e²/σ²⟩ instead, which a few confident but wrong predictions inflate:
-on small validation sets it made σ 25 % larger than the errors.) For LLPR the regulariser ς²,
-which shapes σ across structures, is chosen on a grid by the Gaussian likelihood of energies
-and forces together, each grid point with its own scales.
+on small validation sets it made σ 25 % larger than the errors.) For LLPR the regularisers,
+which shape σ across structures and atoms, are chosen on a grid by the Gaussian likelihood: ς²
+by the validation energies, λ² by the force components, each grid point with its own scale.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from equipot.model.potential import Potential
 from equipot.nn.scatter import scatter_sum
 from equipot.uncertainty.scores import gaussian_nll
 
-# ς² candidates, relative to the mean diagonal of FᵀF / (training structures).
+# ς² and λ² candidates, relative to the mean diagonal of FᵀF per training structure and of
+# Φ_sᵀΦ_s per training atom of s.
 RELATIVE_REGULARIZERS = tuple(10.0 ** k for k in range(-12, 3))
 
 
@@ -72,7 +73,8 @@ def residuals(model: Potential | Ensemble, dataset, batch_size: int = 16,
         else:
             energy_inputs = predicted[keys.ENERGY_UNCERTAINTY]
             force_inputs = predicted[keys.FORCES_UNCERTAINTY]
-        parts["force_species"].append(species_indices(model, batch)[has_forces])
+        species = model.species_of_z[batch[keys.ATOMIC_NUMBERS]]
+        parts["force_species"].append(species[has_forces])
         parts["energy_errors"].append(error(predicted, batch, keys.ENERGY)[has_energy])
         parts["force_errors"].append(error(predicted, batch, keys.FORCES)[has_forces])
         parts["energy_inputs"].append(energy_inputs[has_energy])
@@ -80,14 +82,6 @@ def residuals(model: Potential | Ensemble, dataset, batch_size: int = 16,
     return Residuals(**{name: torch.cat(values).detach().cpu()
                         if name == "force_species" else torch.cat(values).detach().double().cpu()
                         for name, values in parts.items()})
-
-
-def species_indices(model: Potential | Ensemble, batch) -> torch.Tensor:
-    """[N] int64: each atom's index in the model's species."""
-    lookup = {int(z): k for k, z in enumerate(model.species)}
-    table = torch.full((max(lookup) + 1,), -1, dtype=torch.long)
-    table[list(lookup)] = torch.tensor(list(lookup.values()))
-    return table.to(batch[keys.ATOMIC_NUMBERS].device)[batch[keys.ATOMIC_NUMBERS]]
 
 
 def labelled(batch, name: str) -> torch.Tensor:
@@ -120,7 +114,7 @@ def feature_covariances(model: Potential, dataset, batch_size: int = 16
         features = model.last_layer_features(batch)
         totals = scatter_sum(features, batch[keys.BATCH], batch.num_graphs)
         structures += (totals.T @ totals).cpu()
-        species = species_indices(model, batch)
+        species = model.species_of_z[batch[keys.ATOMIC_NUMBERS]]
         for index in species.unique().tolist():  # a few elements, not atoms
             rows = features[species == index]
             atoms[index] += (rows.T @ rows).cpu()

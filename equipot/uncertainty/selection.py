@@ -17,13 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import ase
 import numpy as np
 import torch
-from torch_geometric.data import Batch
+from torch_geometric.data import Batch, Data
 
 from equipot import keys
-from equipot.data.graph import atoms_to_graph
 from equipot.model.ensemble import Ensemble
 from equipot.model.potential import Potential
 from equipot.nn.scatter import scatter_max, scatter_mean
@@ -36,16 +34,17 @@ def fingerprints(model: Potential | Ensemble, batch) -> torch.Tensor:
     return scatter_mean(model.last_layer_features(batch), batch[keys.BATCH], batch.num_graphs)
 
 
-def score(model: Potential | Ensemble, structures: Sequence[ase.Atoms], measure: str = "forces",
+def score(model: Potential | Ensemble, graphs: Sequence[Data], measure: str = "forces",
           batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """(uncertainty [S], fingerprints [S, H]) of each structure, as the module docstring says."""
+    """(uncertainty [S], fingerprints [S, H]) of each structure's graph
+    (``equipot.data.graph.atoms_to_graph`` at the model's cutoff), as the module docstring
+    says."""
     if measure not in MEASURES:
         raise ValueError(f"measure {measure!r} is not one of {MEASURES}")
     uncertainties, prints = [], []
     device = next(model.parameters()).device
-    for start in range(0, len(structures), batch_size):
-        batch = Batch.from_data_list([atoms_to_graph(atoms, model.cutoff) for atoms in
-                                      structures[start:start + batch_size]]).to(device)
+    for start in range(0, len(graphs), batch_size):
+        batch = Batch.from_data_list(list(graphs[start:start + batch_size])).to(device)
         out = model(batch, compute_forces=True)
         if keys.FORCES_UNCERTAINTY not in out:
             raise ValueError("the model predicts no uncertainty (fit LLPR, or train an "

@@ -34,7 +34,7 @@ from equipot.train.lightning_checkpoint import model_from_checkpoint
 from equipot.train.loss import WeightedLoss
 from equipot.train.run_directory import ContinuingCSVLogger
 
-from conftest import run_defaults, write_copper_splits
+from conftest import enter_workdir, run_defaults, train_here, write_copper_splits
 
 BIN = Path(sys.executable).parent
 # A failing short-range check of these one-minute models would end the runs with status 1.
@@ -64,8 +64,7 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def in_workdir(workdir, monkeypatch):
-    monkeypatch.chdir(workdir)
-    monkeypatch.setenv("EQUIPOT_CACHE", str(workdir / "cache"))
+    enter_workdir(workdir, monkeypatch)
 
 
 def cli(arguments: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -73,13 +72,6 @@ def cli(arguments: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EQUIPOT_CACHE": str(cwd / "cache")}
     return subprocess.run([str(BIN / "equipot-train"), *arguments], cwd=cwd, env=env,
                           capture_output=True, text=True)
-
-
-def train_here(overrides: list[str], run_dir: Path) -> dict:
-    """``train`` in this process, on the config equipot-train composes from ``overrides``."""
-    with initialize_config_dir(config_dir=train_cli.CONFIG_DIR, version_base="1.3"):
-        config = compose("train", overrides=overrides)
-    return train_cli.train(config, run_dir, overrides)
 
 
 def metrics_rows(run_dir: Path) -> list[dict]:

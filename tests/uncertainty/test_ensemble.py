@@ -4,17 +4,16 @@ calibrated on validation data, and one model file for all members."""
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
 from torch_geometric.data import Batch
 
-from equipot import EquipotCalculator, keys, load, save_model
+from equipot import keys, load, save_model
 from equipot.data.dataset import GraphDataset
 from equipot.data.graph import atoms_to_graph
 from equipot.datasets.emt import emt_copper
 from equipot.model.build import build_potential
 from equipot.uncertainty.fitting import calibrate_ensemble
 
-from conftest import MODEL_CONFIG, make_cu_cell, random_rotation
+from conftest import MODEL_CONFIG, assert_uncertainty_invariant_and_finite, make_cu_cell
 
 COPPER = {**MODEL_CONFIG, "species": [29], "reference_energies": [-4.0], "block": "painn"}
 SIZE = 3
@@ -62,24 +61,7 @@ def test_members_differ_and_the_file_holds_them_all(ensemble, tmp_path):
 
 
 def test_ensemble_uncertainty_is_rotation_invariant_and_finite_without_edges(ensemble):
-    calculator = EquipotCalculator(ensemble)
-    cell = make_cu_cell()
-    rotated = cell.copy()
-    rotation = random_rotation(5)
-    rotated.set_cell(cell.cell @ rotation.T, scale_atoms=False)
-    rotated.positions = cell.positions @ rotation.T
-    results = []
-    for atoms in (cell, rotated):
-        atoms.calc = calculator
-        atoms.get_potential_energy()
-        results.append(dict(calculator.results))
-    for name in ("energy_uncertainty", "forces_uncertainty", "energies_uncertainty"):
-        np.testing.assert_allclose(results[0][name], results[1][name], rtol=1e-8, atol=1e-12)
-    for atoms in (Atoms("Cu"), Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 9.0]])):
-        atoms.calc = calculator
-        atoms.get_potential_energy()
-        for name in ("energy_uncertainty", "forces_uncertainty", "energies_uncertainty"):
-            assert np.isfinite(calculator.results[name]).all(), name
+    assert_uncertainty_invariant_and_finite(ensemble, rotation_seed=5, rtol=1e-8)
 
 
 def test_calibration_makes_the_validation_sigma_the_rmse(ensemble):

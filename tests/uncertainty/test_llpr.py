@@ -5,7 +5,6 @@ with respect to the last-layer weights), and the properties any uncertainty must
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
 from torch_geometric.data import Batch
 
 from equipot import EquipotCalculator, keys, load, save_model
@@ -14,7 +13,12 @@ from equipot.data.graph import atoms_to_graph
 from equipot.datasets.emt import emt_copper
 from equipot.uncertainty.fitting import fit_llpr
 
-from conftest import MODEL_CONFIG, make_cu_cell, make_ethanol, random_rotation
+from conftest import (
+    MODEL_CONFIG,
+    assert_uncertainty_invariant_and_finite,
+    make_cu_cell,
+    make_ethanol,
+)
 
 COPPER = {**MODEL_CONFIG, "species": [29], "reference_energies": [-4.0]}
 
@@ -126,26 +130,7 @@ def test_llpr_calibration_makes_the_validation_sigma_the_rmse(fitted, copper_set
 
 
 def test_llpr_is_rotation_invariant_and_finite_without_edges(fitted):
-    _, with_llpr = fitted
-    calculator = EquipotCalculator(with_llpr)
-    ethanol_like = make_cu_cell()
-    rotated = ethanol_like.copy()
-    rotation = random_rotation(4)
-    rotated.set_cell(ethanol_like.cell @ rotation.T, scale_atoms=False)
-    rotated.positions = ethanol_like.positions @ rotation.T
-    results = []
-    for atoms in (ethanol_like, rotated):
-        atoms = atoms.copy()
-        atoms.calc = calculator
-        atoms.get_potential_energy()
-        results.append(dict(calculator.results))
-    for name in ("energy_uncertainty", "forces_uncertainty", "energies_uncertainty"):
-        np.testing.assert_allclose(results[0][name], results[1][name], rtol=1e-9, atol=1e-12)
-    for atoms in (Atoms("Cu"), Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 9.0]])):
-        atoms.calc = calculator
-        atoms.get_potential_energy()
-        for name in ("energy_uncertainty", "forces_uncertainty", "energies_uncertainty"):
-            assert np.isfinite(calculator.results[name]).all(), name
+    assert_uncertainty_invariant_and_finite(fitted[1], rotation_seed=4, rtol=1e-9)
 
 
 def test_a_model_with_llpr_saves_and_loads(fitted, tmp_path):

@@ -14,13 +14,11 @@ import ase.io
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import equipot
-from equipot.cli import train as train_cli
 from equipot.datasets.emt import emt_copper
 
-from conftest import write_copper_splits
+from conftest import enter_workdir, train_here, write_copper_splits
 
 BIN = Path(sys.executable).parent
 SMALL = ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "model.cutoff=4.0",
@@ -37,14 +35,7 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def in_workdir(workdir, monkeypatch):
-    monkeypatch.chdir(workdir)
-    monkeypatch.setenv("EQUIPOT_CACHE", str(workdir / "cache"))
-
-
-def train_here(overrides: list[str], run_dir: Path) -> dict:
-    with initialize_config_dir(config_dir=train_cli.CONFIG_DIR, version_base="1.3"):
-        config = compose("train", overrides=overrides)
-    return train_cli.train(config, run_dir, overrides)
+    enter_workdir(workdir, monkeypatch)
 
 
 def command(program: str, *arguments, cwd: Path) -> subprocess.CompletedProcess:
@@ -57,8 +48,7 @@ def command(program: str, *arguments, cwd: Path) -> subprocess.CompletedProcess:
 def runs(workdir):
     """A single model (seed 3) and a two-member ensemble (seeds 3, 4), trained alike."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(workdir)
-        patch.setenv("EQUIPOT_CACHE", str(workdir / "cache"))
+        enter_workdir(workdir, patch)
         train_here([*SMALL, "seed=3"], workdir / "single")
         train_here([*SMALL, "seed=3", "ensemble.size=2"], workdir / "ensemble")
     return workdir / "single", workdir / "ensemble"
