@@ -6,14 +6,21 @@ from pathlib import Path
 
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
-from torch_geometric.data import Batch
 
 from equipot import keys
-from equipot.data.graph import atoms_to_graph
+from equipot.data.graph import (
+    check_overlaps,
+    checked_geometry,
+    single_structure_batch,
+    structure_fields,
+)
 from equipot.data.reading import MIN_VOLUME, read_total_charge
 from equipot.model.checkpoint import load
 from equipot.model.ensemble import Ensemble
 from equipot.model.potential import Potential
+from equipot.neighbors import SkinNeighborList
+
+SKIN = 0.5  # Å: the default Verlet skin of the neighbour list
 
 
 class EquipotCalculator(Calculator):
@@ -28,6 +35,12 @@ class EquipotCalculator(Calculator):
     of the forces' backward pass), so that NPT dynamics, which asks for forces and stress at
     every step, calls the model once per step.
 
+    The neighbour list is a Verlet list with a ``skin`` (Å; ``equipot.neighbors.
+    SkinNeighborList``): searched again only when an atom has moved more than skin / 2 since
+    the last search (up to lattice translations, so wrapping atoms into the cell is free) or
+    the cell has been strained too much; ``skin=0`` searches at every call. Either way the model
+    sees the same pairs.
+
     ``model_or_path`` is a Potential or a model file; ``dtype`` applies when loading a file
     (default: the dtype it was trained in). The total charge is ``atoms.info["charge"]``
     (default 0); changing it invalidates the results like moving an atom does.
@@ -38,13 +51,14 @@ class EquipotCalculator(Calculator):
                               "energies_uncertainty"]
 
     def __init__(self, model_or_path: Potential | Ensemble | str | Path, device: str = "cpu",
-                 dtype: torch.dtype | None = None, **kwargs):
+                 dtype: torch.dtype | None = None, skin: float = SKIN, **kwargs):
         super().__init__(**kwargs)
         if isinstance(model_or_path, (Potential, Ensemble)):
             self.model = model_or_path.to(device).eval()
         else:
             self.model = load(model_or_path, device=device, dtype=dtype)
         self.device = torch.device(device)
+        self.neighbors = SkinNeighborList(self.model.cutoff, skin)
 
     def check_state(self, atoms, tol=1e-15):
         """ASE's changes, and the total charge's: ``info`` is not among the ones ASE checks."""
@@ -66,8 +80,11 @@ class EquipotCalculator(Calculator):
                 "slab or wire a cell vector (its length sets the volume the stress refers to)")
         want_stress = bool(self.atoms.pbc.any()) and has_volume
         self.model.check_species(self.atoms.numbers)
-        graph = atoms_to_graph(self.atoms, self.model.cutoff)
-        batch = Batch.from_data_list([graph]).to(self.device)
+        positions, cell, pbc = checked_geometry(self.atoms)
+        centre, neighbour, shifts, vectors = self.neighbors.update(positions, cell, pbc)
+        check_overlaps(centre, neighbour, vectors)
+        batch = single_structure_batch(
+            structure_fields(self.atoms, centre, neighbour, shifts)).to(self.device)
         out = self.model(batch, compute_forces=True, compute_stress=want_stress)
         energy = float(out[keys.ENERGY][0])
         self.results = {

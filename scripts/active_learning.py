@@ -3,9 +3,9 @@
 Two arms start from the same labelled structures (``--start`` rattled 32-atom fcc Cu cells,
 near 0 K) and add the same number of structures per round. Each round, each arm trains a model
 (equipot-train's defaults but for a small SchNet and a fixed number of epochs; LLPR fitted and
-calibrated as every run does), runs Langevin MD *with that model* at 300 … 1500 K from the
-perfect cell to collect candidates, picks ``--per-round`` of them, labels them with EMT and
-adds them to its training set:
+calibrated as every run does), runs Langevin MD *with that model* at 300 … 1500 K
+(``--exploration-temperatures``) from the perfect cell to collect candidates, picks
+``--per-round`` of them, labels them with EMT and adds them to its training set:
 
 - ``uncertainty``: the pick of ``equipot-select`` (largest predicted force σ, no near-copies:
   ``equipot.uncertainty.selection``);
@@ -41,7 +41,7 @@ from equipot.data.graph import atoms_to_graph
 from equipot.datasets.emt import emt_copper, label_with_emt
 from equipot.uncertainty.selection import score, select_diverse
 
-EXPLORATION_TEMPERATURES = (300, 600, 900, 1200, 1500)  # K
+EXPLORATION_TEMPERATURES = (300, 600, 900, 1200, 1500)  # K, the default
 MODEL = ["model=schnet", "model.num_features=32", "model.num_blocks=2", "model.cutoff=4.5",
          "trainer.enable_progress_bar=false", "data.valid_fraction=0.2", "data.batch_size=4",
          "short_range.fail_on_error=false"]
@@ -85,11 +85,11 @@ def train(structures: list, run_dir: Path, epochs: int, seed: int):
     return equipot.load(run_dir / "run" / "model.pt")
 
 
-def candidates(model, round_index: int, steps: int) -> list:
-    """MD with ``model`` from the perfect cell at each exploration temperature."""
+def candidates(model, round_index: int, steps: int, temperatures: tuple[float, ...]) -> list:
+    """MD with ``model`` from the perfect cell at each of ``temperatures`` (K)."""
     calculator = equipot.EquipotCalculator(model)
     pool = []
-    for k, temperature in enumerate(EXPLORATION_TEMPERATURES):
+    for k, temperature in enumerate(temperatures):
         pool += langevin_frames(perfect_cell(), calculator, temperature, steps, 10,
                                 seed=1000 * round_index + k)
     return pool
@@ -108,6 +108,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--md-steps", type=int, default=200, help="per temperature")
     parser.add_argument("--test-temperature", type=float, default=1200.0)
+    parser.add_argument("--exploration-temperatures", type=float, nargs="+",
+                        default=EXPLORATION_TEMPERATURES, help="K, one MD run each per round")
     parser.add_argument("--test-count", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0,
                         help="start structures, random picks, trainings and MD")
@@ -127,15 +129,16 @@ def main() -> None:
             row[arm] = force_rmse(model, test)
             if round_index == arguments.rounds:
                 continue
-            pool = candidates(model, 100 * arguments.seed + round_index, arguments.md_steps)
+            temperatures = tuple(arguments.exploration_temperatures)
+            pool = candidates(model, 100 * arguments.seed + round_index, arguments.md_steps,
+                              temperatures)
             if arm == "uncertainty":
                 graphs = [atoms_to_graph(atoms, model.cutoff) for atoms in pool]
                 picked = select_diverse(*score(model, graphs), arguments.per_round)
             else:
                 picked = rng.choice(len(pool), arguments.per_round, replace=False).tolist()
             row[f"{arm}_picked_mean_temperature"] = float(np.mean(
-                [EXPLORATION_TEMPERATURES[i // (len(pool) // len(EXPLORATION_TEMPERATURES))]
-                 for i in picked]))
+                [temperatures[i // (len(pool) // len(temperatures))] for i in picked]))
             structures += [label_with_emt(pool[i]) for i in picked]
         row["ratio"] = row["random"] / row["uncertainty"]
         rows.append(row)

@@ -1,11 +1,12 @@
-"""Tests of equipot.neighbors.neighbor_list against ASE's neighbour list as the oracle."""
+"""Tests of equipot.neighbors: neighbor_list against ASE's neighbour list as the oracle, and the
+skin list against a fresh search."""
 
 import ase
 import numpy as np
 import pytest
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
-from equipot.neighbors import neighbor_list
+from equipot.neighbors import SkinNeighborList, neighbor_list
 
 
 def random_structure(seed, pbc, zero_nonperiodic=False, n_atoms=24):
@@ -88,6 +89,8 @@ def test_edges_are_valid(name):
     assert i.shape == j.shape == (len(i),) and shifts.shape == (len(i), 3)
     assert not shifts[:, ~pbc].any()
     assert not ((i == j) & ~shifts.any(axis=1)).any()
+    rows = np.column_stack([i, j, shifts])
+    np.testing.assert_array_equal(rows, sorted_rows(i, j, shifts))  # sorted by i, j, S
     vectors = positions[j] - positions[i] + shifts @ cell
     assert (np.linalg.norm(vectors, axis=1) < cutoff).all()
     np.testing.assert_array_equal(sorted_rows(i, j, shifts), sorted_rows(j, i, -shifts))
@@ -124,3 +127,75 @@ def test_unwrapped_positions(pbc):
     reference = edges(positions)
     assert len(reference) > 0
     np.testing.assert_allclose(edges(moved), reference, rtol=0, atol=1e-9)
+
+
+def moves(seed, positions, cell, pbc, steps=60):
+    """(positions, cell) of a random walk from a structure: small steps (0.02–0.1 Å per atom),
+    now and then a whole lattice translation of some atoms (a wrap into the cell) along
+    periodic directions and, for fully periodic cells, a small random strain of cell and
+    atoms."""
+    rng = np.random.default_rng(seed)
+    for step in range(steps):
+        positions = positions + rng.normal(scale=rng.choice([0.02, 0.1]), size=positions.shape)
+        if step % 7 == 3 and pbc.any():
+            jumps = rng.integers(-1, 2, positions.shape) * pbc
+            positions = positions + jumps @ cell
+        if step % 5 == 2 and pbc.all():
+            strain = np.eye(3) + rng.normal(scale=0.01, size=(3, 3))
+            positions, cell = positions @ strain, cell @ strain
+        yield positions, cell
+
+
+@pytest.mark.parametrize("name", ["periodic-seed0", "periodic-thin-skewed", "slab-dummy-c",
+                                  "wire-zero-cell", "molecule-dummy-box"])
+@pytest.mark.parametrize("skin", [0.0, 0.3, 1.0])
+def test_skin_list_equals_a_fresh_search(name, skin):
+    """Along random walks with wraps and strains the skin list gives exactly the (i, j, S)
+    triples of a new search, in its order, and the same vectors at every step; with a skin it
+    searches fewer times than it is asked."""
+    (positions, cell, pbc, _), cutoff = CASES[name]
+    skin_list = SkinNeighborList(cutoff, skin)
+    for step, (moved, strained) in enumerate(moves(3, positions, cell, pbc)):
+        expected_cell = np.where(pbc[:, None], strained, 0.0)
+        i, j, shifts = neighbor_list(moved, expected_cell, pbc, cutoff)
+        expected = np.column_stack([i, j, shifts, moved[j] - moved[i] + shifts @ expected_cell])
+        actual = np.column_stack(skin_list.update(moved, strained, pbc))
+        assert len(expected) > 0
+        np.testing.assert_array_equal(actual[:, :5], expected[:, :5], err_msg=f"step {step}")
+        np.testing.assert_allclose(actual[:, 5:], expected[:, 5:], rtol=0, atol=1e-12)
+    if skin == 0.0:
+        assert skin_list.searches == step + 1
+    else:
+        assert skin_list.searches < (step + 1) * (0.8 if skin < 1.0 else 0.5)
+
+
+def test_skin_list_searches_when_an_atom_moved_half_the_skin():
+    """Kept while every atom moved less than skin / 2; searched again just beyond it; a whole
+    lattice translation is not a move."""
+    (positions, cell, pbc, _), cutoff = CASES["periodic-seed1"]
+    skin_list = SkinNeighborList(cutoff, 0.4)
+    skin_list.update(positions, cell, pbc)
+    moved = positions.copy()
+    moved[5] += [0.199, 0.0, 0.0]
+    moved[6] += cell[1] - cell[2]
+    skin_list.update(moved, cell, pbc)
+    assert skin_list.searches == 1
+    moved[5] += [0.002, 0.0, 0.0]
+    skin_list.update(moved, cell, pbc)
+    assert skin_list.searches == 2
+
+
+def test_skin_list_follows_a_deformed_cell():
+    """Cell and atoms compressed, sheared and expanded together (as a barostat does): the
+    pairs equal a fresh search's; small strains keep the list, large ones search again."""
+    (positions, cell, pbc, _), cutoff = CASES["periodic-seed2"]
+    skin_list = SkinNeighborList(cutoff, 1.0)
+    searches = []
+    for factor in (1.0, 0.97, 0.8, 0.78, 1.3, 0.6):
+        strain = np.diag([factor, factor, 1.0]) + np.array([[0, 0.02, 0], [0, 0, 0], [0, 0, 0]])
+        moved, strained = positions @ strain, cell @ strain
+        i, j, shifts = neighbor_list(moved, strained, pbc, cutoff)
+        np.testing.assert_array_equal(np.column_stack(skin_list.update(moved, strained, pbc)[:3]),
+                                      np.column_stack([i, j, shifts]), err_msg=f"strain {factor}")
+        searches.append(skin_list.searches)
+    assert searches == [1, 1, 2, 2, 2, 3]  # expansion never loses a pair

@@ -29,7 +29,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 from tqdm import tqdm
 
-from equipot.calculator import EquipotCalculator
+from equipot.calculator import SKIN, EquipotCalculator
 from equipot.cli import exit_on_error
 from equipot.data.graph import atoms_to_graph
 from equipot.data.reading import read_structures
@@ -57,6 +57,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--log", type=Path, default=Path("md.log"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skin", type=float, default=SKIN,
+                        help="Å, of the Verlet neighbour list (0: search at every step)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="default: the dtype the model was trained in")
     parser.add_argument("--no-progress", action="store_true")
@@ -166,7 +168,7 @@ class UncertaintyWatch:
 def run(args: argparse.Namespace) -> dict:
     dtype = DTYPES[args.dtype] if args.dtype else None
     atoms = start_structure(args, EquipotCalculator(args.model, device=args.device,
-                                                    dtype=dtype))
+                                                    dtype=dtype, skin=args.skin))
     rng = np.random.default_rng(args.seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)
     Stationary(atoms)

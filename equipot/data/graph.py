@@ -5,7 +5,7 @@ from __future__ import annotations
 import ase
 import numpy as np
 import torch
-from torch_geometric.data import Data
+from torch_geometric.data import Batch, Data
 
 from equipot import keys
 from equipot.data.reading import read_total_charge
@@ -27,35 +27,11 @@ def atoms_to_graph(atoms: ase.Atoms, cutoff: float,
     loss weight (``keys.WEIGHT``), for datasets. The total charge comes from
     ``atoms.info["charge"]`` (default 0).
     """
-    positions = np.asarray(atoms.positions, dtype=np.float64)
-    pbc = np.asarray(atoms.pbc, dtype=bool)
-    cell = np.asarray(atoms.cell.array, dtype=np.float64)
-    if not np.all(np.isfinite(positions)):
-        raise EquipotInputError("contains NaN or inf", source, index, "positions")
-    if not np.all(np.isfinite(cell[pbc])):
-        raise EquipotInputError("contains NaN or inf", source, index, "cell")
-    if pbc.any() and np.linalg.matrix_rank(cell[pbc]) < pbc.sum():
-        raise EquipotInputError("periodic lattice vectors are degenerate", source, index, "cell")
-
+    positions, cell, pbc = checked_geometry(atoms, source, index)
     centre, neighbour, shifts = neighbor_list(positions, cell, pbc, cutoff)
     vectors = positions[neighbour] - positions[centre] + shifts @ cell
-    distances = np.linalg.norm(vectors, axis=1)
-    if distances.size and distances.min() < MIN_DISTANCE:
-        edge = int(distances.argmin())
-        raise EquipotInputError(
-            f"atoms {centre[edge]} and {neighbour[edge]} overlap: distance "
-            f"{distances[edge]:.3g} Å < {MIN_DISTANCE} Å", source, index, "positions")
-
-    fields = {
-        keys.ATOMIC_NUMBERS: torch.as_tensor(atoms.numbers, dtype=torch.long),
-        keys.POSITIONS: torch.as_tensor(positions),
-        keys.CELL: torch.as_tensor(cell).unsqueeze(0),
-        keys.PBC: torch.as_tensor(pbc).unsqueeze(0),
-        keys.EDGE_INDEX: torch.as_tensor(np.stack([centre, neighbour])),
-        keys.SHIFTS: torch.as_tensor(shifts, dtype=torch.float64),
-        keys.TOTAL_CHARGE: torch.tensor([read_total_charge(atoms, source, index)],
-                                        dtype=torch.float64),
-    }
+    check_overlaps(centre, neighbour, vectors, source, index)
+    fields = structure_fields(atoms, centre, neighbour, shifts, source, index)
     for name, value in (labels or {}).items():
         label = keys.label(name)
         fields[label.has] = torch.tensor([value is not None])
@@ -65,6 +41,51 @@ def atoms_to_graph(atoms: ase.Atoms, cutoff: float,
     if weight is not None:
         fields[keys.WEIGHT] = torch.tensor([float(weight)], dtype=torch.float64)
     return Data(**fields)
+
+
+def checked_geometry(atoms: ase.Atoms, source: str = "<atoms>", index: int | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions [N, 3], cell [3, 3], pbc [3]) of ``atoms`` as float64/bool arrays, with an
+    ``EquipotInputError`` for NaN or inf, or degenerate periodic lattice vectors."""
+    positions = np.asarray(atoms.positions, dtype=np.float64)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    if not np.all(np.isfinite(positions)):
+        raise EquipotInputError("contains NaN or inf", source, index, "positions")
+    if not np.all(np.isfinite(cell[pbc])):
+        raise EquipotInputError("contains NaN or inf", source, index, "cell")
+    if pbc.any() and np.linalg.matrix_rank(cell[pbc]) < pbc.sum():
+        raise EquipotInputError("periodic lattice vectors are degenerate", source, index, "cell")
+    return positions, cell, pbc
+
+
+def check_overlaps(centre: np.ndarray, neighbour: np.ndarray, vectors: np.ndarray,
+                   source: str = "<atoms>", index: int | None = None) -> None:
+    """An ``EquipotInputError`` naming the pair if an edge (vectors [E, 3], Å) is shorter than
+    ``MIN_DISTANCE``."""
+    squared = np.einsum("ij,ij->i", vectors, vectors)
+    if squared.size and squared.min() < MIN_DISTANCE ** 2:
+        edge = int(squared.argmin())
+        raise EquipotInputError(
+            f"atoms {centre[edge]} and {neighbour[edge]} overlap: distance "
+            f"{np.sqrt(squared[edge]):.3g} Å < {MIN_DISTANCE} Å", source, index, "positions")
+
+
+def structure_fields(atoms: ase.Atoms, centre: np.ndarray, neighbour: np.ndarray,
+                     shifts: np.ndarray, source: str = "<atoms>", index: int | None = None
+                     ) -> dict[str, torch.Tensor]:
+    """The label-free fields of one structure's graph with the given edges (centre,
+    neighbour [E], integer image shifts [E, 3]): what a model reads."""
+    return {
+        keys.ATOMIC_NUMBERS: torch.as_tensor(atoms.numbers, dtype=torch.long),
+        keys.POSITIONS: torch.as_tensor(np.asarray(atoms.positions, dtype=np.float64)),
+        keys.CELL: torch.as_tensor(np.asarray(atoms.cell.array, dtype=np.float64)).unsqueeze(0),
+        keys.PBC: torch.as_tensor(np.asarray(atoms.pbc, dtype=bool)).unsqueeze(0),
+        keys.EDGE_INDEX: torch.as_tensor(np.stack([centre, neighbour])),
+        keys.SHIFTS: torch.as_tensor(shifts, dtype=torch.float64),
+        keys.TOTAL_CHARGE: torch.tensor([read_total_charge(atoms, source, index)],
+                                        dtype=torch.float64),
+    }
 
 
 def missing_label(name: str, num_atoms: int) -> np.ndarray:
@@ -93,3 +114,11 @@ def label_mask(batch, name: str) -> torch.Tensor:
 def per_atom(batch, values: torch.Tensor) -> torch.Tensor:
     """``values`` [G, …] of each structure divided by its number of atoms."""
     return values / atoms_per_structure(batch).view(-1, *(1,) * (values.dim() - 1))
+
+
+def single_structure_batch(fields: dict[str, torch.Tensor]) -> Batch:
+    """A batch of the one structure whose graph ``fields`` are, built directly: what
+    ``Batch.from_data_list([Data(**fields)])`` gives, without its collation (~1 ms)."""
+    num_atoms = len(fields[keys.ATOMIC_NUMBERS])
+    return Batch(**fields, batch=torch.zeros(num_atoms, dtype=torch.long),
+                 ptr=torch.tensor([0, num_atoms]))
