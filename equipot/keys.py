@@ -9,6 +9,10 @@ N atoms, E edges, G structures (graphs) in a batch. Units are ASE's: Å, eV, e.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 # What one item of a field belongs to: a batch holds N atom items, E edge items, G structures.
 ATOM, EDGE, STRUCTURE = "atom", "edge", "structure"
@@ -139,3 +143,16 @@ def label(name: str) -> Label:
     if not isinstance(field, Label):
         raise KeyError(f"'{name}' is not a label; labels are {list(labels())}")
     return field
+
+
+class GraphFields(dict):
+    """A batch's fields by name (``keys``) without torch_geometric's collation, for what only
+    reads them: a model (``fields[name]``, ``name in fields``, ``num_graphs``). Calls of one
+    structure and traced calls use it; training batches are torch_geometric's."""
+
+    @property
+    def num_graphs(self) -> int:
+        return self[CELL].shape[0]
+
+    def to(self, device: torch.device | str) -> GraphFields:
+        return GraphFields({name: value.to(device) for name, value in self.items()})

@@ -1,10 +1,12 @@
-"""What a calculator call costs beyond the model: MD-like calls (every atom moved ~0.003 Å,
-as in a 0.5 fs step) through ``EquipotCalculator`` with its default Verlet skin, with
-``skin=0`` (a neighbour search every call), the way it was before the skin list (a search,
-then ``atoms_to_graph`` and ``Batch.from_data_list``), and the model alone on a batch built
-beforehand (the floor). Energy and forces (and stress on the cell), eval mode, random weights
-of the config's model; milliseconds, median of ``--repeats`` calls per variant, the variants
-alternating call by call. Run from the repository root:
+"""What a calculator call costs: MD-like calls (every atom moved ~0.003 Å, as in a 0.5 fs
+step) through ``EquipotCalculator`` with its default Verlet skin, eager and with
+``compile=True``, with ``skin=0`` (a neighbour search every call), the way it was before the
+skin list (a search, then ``atoms_to_graph`` and ``Batch.from_data_list``), and the eager
+model alone on a batch built beforehand. Energy and forces (and stress on the cell), eval mode,
+random weights of the config's model; milliseconds, median of ``--repeats`` calls per
+variant, the variants alternating call by call, or every ``--block`` calls as in an MD loop
+(the compiled one compiles in its warm-up).
+Run from the repository root:
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/benchmark_calculator.py [--rows model=schnet ...]
 """
@@ -31,11 +33,12 @@ def old_path(model, atoms):
     return out["forces"].detach().numpy()
 
 
-def timings(model, atoms, repeats: int) -> dict[str, float]:
-    """Median ms per call of each variant, alternating."""
+def timings(model, atoms, repeats: int, block: int) -> dict[str, float]:
+    """Median ms per call of each variant, alternating every ``block`` calls."""
     start = atoms.positions.copy()
-    calculators = {"skin 0.5 Å": EquipotCalculator(model),
-                   "skin 0": EquipotCalculator(model, skin=0.0)}
+    calculators = {"compiled": EquipotCalculator(model, compile=True),
+                   "eager": EquipotCalculator(model),
+                   "eager, skin 0": EquipotCalculator(model, skin=0.0)}
     prebuilt = Batch.from_data_list([atoms_to_graph(atoms, model.cutoff)])
     periodic = bool(atoms.pbc.any())
     variants = {
@@ -45,13 +48,15 @@ def timings(model, atoms, repeats: int) -> dict[str, float]:
         "model alone": lambda: model(prebuilt, compute_forces=True, compute_stress=periodic),
     }
     times = {name: [] for name in variants}
-    for step in range(repeats + 3):
-        atoms.positions = start + 0.003 * np.sin(step + np.arange(start.size)).reshape(start.shape)
+    for first in range(0, repeats + 3, block):
         for name, call in variants.items():
-            began = time.perf_counter()
-            call()
-            if step >= 3:
-                times[name].append(time.perf_counter() - began)
+            for step in range(first, min(first + block, repeats + 3)):
+                atoms.positions = start + 0.003 * np.sin(step + np.arange(start.size)).reshape(
+                    start.shape)
+                began = time.perf_counter()
+                call()
+                if step >= 3:
+                    times[name].append(time.perf_counter() - began)
     return {name: 1e3 * float(np.median(values)) for name, values in times.items()}
 
 
@@ -61,20 +66,24 @@ def main() -> None:
                                                       "experiment=ethanol_mace"])
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--cell-repeats", type=int, default=5)
+    parser.add_argument("--block", type=int, default=1, help="calls of a variant in a row")
+    parser.add_argument("--structures", nargs="+", default=["ethanol", "1000-atom cell"])
     arguments = parser.parse_args()
     torch.set_num_threads(1)
     configs = model_configs()
     ethanol = ase.build.molecule("CH3CH2OH")
-    print("| config | structure | skin 0.5 Å | skin 0 | before (search + collate) "
+    print("| config | structure | compiled | eager | eager, skin 0 | before (search + collate) "
           "| model alone |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for row in arguments.rows:
         torch.manual_seed(0)
         model = build_potential({**configs[row], **STATISTICS}).eval()
         for label, atoms, repeats in (("ethanol", ethanol, arguments.repeats),
                                       ("1000-atom cell", periodic_cell(),
                                        arguments.cell_repeats)):
-            ms = timings(model, atoms.copy(), repeats)
+            if label not in arguments.structures:
+                continue
+            ms = timings(model, atoms.copy(), repeats, arguments.block)
             print(f"| `{row}` | {label} | " + " | ".join(f"{value:.2f}" for value in ms.values())
                   + " |", flush=True)
 

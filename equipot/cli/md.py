@@ -59,6 +59,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skin", type=float, default=SKIN,
                         help="Å, of the Verlet neighbour list (0: search at every step)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile energy, forces and stress (the first step compiles)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="default: the dtype the model was trained in")
     parser.add_argument("--no-progress", action="store_true")
@@ -168,7 +170,8 @@ class UncertaintyWatch:
 def run(args: argparse.Namespace) -> dict:
     dtype = DTYPES[args.dtype] if args.dtype else None
     atoms = start_structure(args, EquipotCalculator(args.model, device=args.device,
-                                                    dtype=dtype, skin=args.skin))
+                                                    dtype=dtype, skin=args.skin,
+                                                    compile=args.compile))
     rng = np.random.default_rng(args.seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)
     Stationary(atoms)

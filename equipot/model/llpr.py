@@ -87,6 +87,6 @@ def rigidity(features: torch.Tensor, inverse_covariance: torch.Tensor,
     else:  # one product with every species' C⁻¹ side by side, then each item's own
         size = features.shape[1]
         every = features @ inverse_covariance.transpose(0, 1).reshape(size, -1)  # [items, S·H]
-        projected = every.view(len(features), len(inverse_covariance), size).gather(
+        projected = every.view(features.shape[0], inverse_covariance.shape[0], size).gather(
             1, species.view(-1, 1, 1).expand(-1, 1, size)).squeeze(1)
     return (projected * features).sum(-1).clamp_min(0).sqrt()

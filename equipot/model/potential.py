@@ -155,7 +155,7 @@ class Potential(nn.Module):
                 vectors * (floored / lengths).unsqueeze(-1), floored)
 
         collected = [] if collect_features or self.uncertainty is not None else None
-        features, network_energies = None, lengths.new_zeros(len(z))
+        features, network_energies = None, lengths.new_zeros(z.shape[0])
         if self.embedding is not None:
             features = self.embedding(network_geometry)
             network_energies = self._read(0, features, network_geometry, collected)
