@@ -134,7 +134,8 @@ def fit(settings: Mapping, model_config: Mapping, datamodule: AtomisticDataModul
     module = PotentialModule(model_config, labels=datamodule.labels, dtype=settings["dtype"],
                              loss=settings["loss"], optimizer=settings["optimizer"],
                              scheduler=settings["scheduler"], ema_decay=settings["ema_decay"],
-                             dimer_repulsion=settings["dimer_repulsion"])
+                             dimer_repulsion=settings["dimer_repulsion"],
+                             compile=settings["compile"])
     trainer, checkpoints = make_trainer(settings, run_dir,
                                         resumed["global_step"] if resumed else None)
     started = time.monotonic()

@@ -18,6 +18,7 @@ size their k-vectors on the host) or compiled runs eager, and says why once.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -26,26 +27,63 @@ from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, Stateles
 
 from equipot import keys
 
-# What a model reads from a batch, in the order the traced graph takes it; per input, which
-# dimensions are counts of structures (G), atoms (N) or edges (E), the others fixed (2, 3).
-INPUTS = {
-    keys.ATOMIC_NUMBERS: ("N",),
-    keys.BATCH: ("N",),
-    keys.POSITIONS: ("N", 3),
-    keys.CELL: ("G", 3, 3),
-    keys.PBC: ("G", 3),
-    keys.EDGE_INDEX: (2, "E"),
-    keys.SHIFTS: ("E", 3),
-    keys.TOTAL_CHARGE: ("G",),
-}
+# What a model reads from a batch.
+INPUTS = (keys.ATOMIC_NUMBERS, keys.BATCH, keys.POSITIONS, keys.CELL, keys.PBC,
+          keys.EDGE_INDEX, keys.SHIFTS, keys.TOTAL_CHARGE)
+COUNTS = {keys.ATOM: "N", keys.EDGE: "E", keys.STRUCTURE: "G"}
+
+
+def field_dims(name: str, tensor: torch.Tensor) -> tuple:
+    """The dimensions of field ``name`` (``keys``; a ``group/`` prefix names another batch):
+    a count of its batch's atoms, edges or structures ("N", "E", "G", with the prefix) and
+    the fixed sizes of the rest."""
+    group, _, field = name.rpartition("/")
+    if field == keys.EDGE_INDEX:
+        return (2, group + "E")
+    return (group + COUNTS[keys.FIELDS[field].per], *tensor.shape[1:])
+
+
+def traceable(fields: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a batch's sizes make a general trace: every count at least 2 (but for one
+    structure, which is traced as fixed), and different counts of different sizes, none equal
+    to a fixed size (a trace would take equal sizes for one symbol)."""
+    counts, fixed = {}, set()
+    for name, tensor in fields.items():
+        for dim, size in zip(field_dims(name, tensor), tensor.shape):
+            if isinstance(dim, str) and not (dim.endswith("G") and size == 1):
+                counts.setdefault(dim, set()).add(size)
+            else:
+                fixed.add(size)
+    sizes = [size for values in counts.values() for size in values]
+    return (all(len(values) == 1 for values in counts.values()) and min(sizes) >= 2
+            and len(set(sizes)) == len(sizes) and not set(sizes) & fixed)
 
 
 class Trace:
-    """One compiled graph: the shape conditions it holds under, and the names of its
-    outputs."""
+    """``function(parameters, fields)`` (a tuple of tensors) traced into one graph over
+    symbolic counts of atoms, edges and structures (structures fixed where the traced batch
+    has one), and compiled. ``parameters`` are inputs of the graph (a training step's, with
+    gradients); ``fields`` a batch's tensors by name (``field_dims``). Raises where the
+    function cannot be traced or compiled."""
 
-    def __init__(self, graph: torch.fx.GraphModule, shape_env: ShapeEnv,
-                 output_names: list[str], backend: str):
+    def __init__(self, function: Callable, parameters: Sequence[torch.Tensor],
+                 fields: Mapping[str, torch.Tensor], backend: str):
+        self.names = sorted(fields)
+        shape_env = ShapeEnv()
+        fake_mode = FakeTensorMode(shape_env=shape_env, allow_non_fake_inputs=True)
+        fakes = [fake_mode.from_tensor(parameter).requires_grad_(True)
+                 for parameter in parameters]
+        for name in self.names:
+            dims = field_dims(name, fields[name])
+            fakes.append(fake_mode.from_tensor(fields[name], symbolic_context=symbolic(
+                dims, dynamic_graphs=fields[name].shape[0] > 1)))
+        count = len(parameters)
+
+        def traced(*tensors):
+            return function(list(tensors[:count]), dict(zip(self.names, tensors[count:])))
+
+        with torch.enable_grad():
+            graph = make_fx(traced, tracing_mode="symbolic")(*fakes)
         placeholders = [node.meta["val"] for node in graph.graph.nodes
                         if node.op == "placeholder"]
         self.fixed = [[(dim, size) for dim, size in enumerate(value.shape)
@@ -53,18 +91,45 @@ class Trace:
         guards = shape_env.produce_guards_expression(placeholders)  # Python source, or None
         self.guards = None if guards is None else compile(guards, "<trace guards>", "eval")
         self.shape_env = shape_env
-        self.output_names = output_names
         self.compiled = torch.compile(graph, dynamic=True, backend=backend)
+        self(parameters, fields)  # compile now, so that a failure shows here
 
-    def admits(self, inputs: list[torch.Tensor]) -> bool:
+    def admits(self, parameters: Sequence[torch.Tensor], fields: Mapping[str, torch.Tensor]
+               ) -> bool:
+        """Whether these inputs meet the sizes the trace fixed and its shape guards."""
+        if sorted(fields) != self.names:
+            return False
+        inputs = [*parameters, *(fields[name] for name in self.names)]
         if any(tensor.shape[dim] != size for tensor, fixed in zip(inputs, self.fixed)
                for dim, size in fixed):
             return False
         return self.guards is None or self.shape_env.evaluate_guards_expression(
             self.guards, inputs)
 
-    def __call__(self, inputs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        return dict(zip(self.output_names, self.compiled(*inputs)))
+    def __call__(self, parameters: Sequence[torch.Tensor], fields: Mapping[str, torch.Tensor]
+                 ) -> tuple[torch.Tensor, ...]:
+        return self.compiled(*parameters, *(fields[name] for name in self.names))
+
+
+def symbolic(dims: tuple, dynamic_graphs: bool) -> StatelessSymbolicContext:
+    """Counts symbolic (structures only with ``dynamic_graphs``), fixed sizes static."""
+    dynamic = [DimDynamic.DYNAMIC if isinstance(dim, str)
+               and (not dim.endswith("G") or dynamic_graphs) else DimDynamic.STATIC
+               for dim in dims]
+    return StatelessSymbolicContext(dynamic_sizes=dynamic, constraint_sizes=[None] * len(dims))
+
+
+def trace_or_warn(function: Callable, parameters: Sequence[torch.Tensor],
+                  fields: Mapping[str, torch.Tensor], backend: str, what: str
+                  ) -> tuple[Trace | None, str | None]:
+    """(the Trace, None), or (None, why) after warning once that ``what`` runs eager."""
+    try:
+        return Trace(function, parameters, fields, backend), None
+    except Exception as error:  # noqa: BLE001 — any failure means: run eager, say why
+        failure = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        warnings.warn(f"equipot: {what} cannot be compiled ({failure}); it runs eager",
+                      stacklevel=3)
+        return None, failure
 
 
 class CompiledPotential:
@@ -76,61 +141,31 @@ class CompiledPotential:
     def __init__(self, model: torch.nn.Module, backend: str = "inductor"):
         self.model, self.backend = model, backend
         self.traces: dict[tuple[bool, bool], Trace] = {}
+        self.outputs: dict[tuple[bool, bool], list[str]] = {}  # the names of each's outputs
         self.failure: str | None = None  # why the model runs eager, once it is known
 
     def __call__(self, batch, compute_forces: bool = True, compute_stress: bool = False
                  ) -> dict[str, torch.Tensor]:
-        inputs = [batch[name] for name in INPUTS]
+        fields = {name: batch[name] for name in INPUTS}
         if compute_forces and self.failure is None:
             key = (compute_stress, batch.num_graphs == 1)
-            if key not in self.traces and traceable_sizes(inputs):
-                self._trace(key, inputs)
+            if key not in self.traces and traceable(fields):
+                self._trace(key, fields)
             trace = self.traces.get(key)
-            if trace is not None and trace.admits(inputs):
-                return trace(inputs)
+            if trace is not None and trace.admits([], fields):
+                return dict(zip(self.outputs[key], trace([], fields)))
         return self.model(batch, compute_forces=compute_forces, compute_stress=compute_stress)
 
-    def _trace(self, key: tuple[bool, bool], inputs: list[torch.Tensor]) -> None:
-        compute_stress, single = key
+    def _trace(self, key: tuple[bool, bool], fields: dict[str, torch.Tensor]) -> None:
         names: list[str] = []
 
-        def call(*tensors):
-            out = self.model(keys.GraphFields(zip(INPUTS, tensors)), compute_forces=True,
-                             compute_stress=compute_stress, create_graph=False)
+        def call(parameters, fields):
+            out = self.model(keys.GraphFields(fields), compute_forces=True,
+                             compute_stress=key[0], create_graph=False)
             names[:] = sorted(out)
             return tuple(out[name] for name in names)
 
-        try:
-            shape_env = ShapeEnv()
-            fake_mode = FakeTensorMode(shape_env=shape_env, allow_non_fake_inputs=True)
-            fakes = [fake_mode.from_tensor(tensor, symbolic_context=symbolic_sizes(
-                dims, dynamic_graphs=not single)) for tensor, dims in zip(inputs, INPUTS.values())]
-            with torch.enable_grad():
-                graph = make_fx(call, tracing_mode="symbolic")(*fakes)
-            trace = Trace(graph, shape_env, names, self.backend)
-            trace(inputs)  # compile now, so that a failure shows here
-        except Exception as error:  # noqa: BLE001 — any failure means: run eager, say why
-            self.failure = f"{type(error).__name__}: {str(error).splitlines()[0]}"
-            warnings.warn(f"equipot: this model cannot be compiled ({self.failure}); it runs "
-                          f"eager", stacklevel=3)
-            return
-        self.traces[key] = trace
-
-
-def symbolic_sizes(dims: tuple, dynamic_graphs: bool) -> StatelessSymbolicContext:
-    """Atom and edge counts (and structure counts with ``dynamic_graphs``) symbolic, the rest
-    fixed."""
-    dynamic = [DimDynamic.DYNAMIC if dim in ("N", "E") or (dim == "G" and dynamic_graphs)
-               else DimDynamic.STATIC for dim in dims]
-    return StatelessSymbolicContext(dynamic_sizes=dynamic, constraint_sizes=[None] * len(dims))
-
-
-def traceable_sizes(inputs: list[torch.Tensor]) -> bool:
-    """Whether a batch's sizes make a general trace: at least two atoms and two edges, and
-    the counts of structures, atoms and edges different from each other and from 2 and 3
-    (equal sizes would be traced as one symbol)."""
-    fields = dict(zip(INPUTS, inputs))
-    graphs = fields[keys.CELL].shape[0]
-    atoms, edges = fields[keys.ATOMIC_NUMBERS].shape[0], fields[keys.EDGE_INDEX].shape[1]
-    sizes = [atoms, edges] + ([graphs] if graphs > 1 else [])
-    return min(atoms, edges) >= 2 and len(set(sizes) | {2, 3}) == len(sizes) + 2
+        trace, self.failure = trace_or_warn(call, [], fields, self.backend, "this model")
+        if trace is not None:
+            self.traces[key] = trace
+            self.outputs[key] = names

@@ -43,9 +43,9 @@ from equipot.train.schedule import SCHEDULERS
 from equipot.train.stages import StageTwo
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")  # a link to configs/
-ROOT = ("seed", "dtype", "resume", "overwrite", "ema_decay", "loss", "optimizer", "scheduler",
-        "dimer_repulsion", "stage_two", "short_range", "ensemble", "uncertainty", "model",
-        "data", "trainer")
+ROOT = ("seed", "dtype", "resume", "overwrite", "compile", "ema_decay", "loss", "optimizer",
+        "scheduler", "dimer_repulsion", "stage_two", "short_range", "ensemble", "uncertainty",
+        "model", "data", "trainer")
 OPTIMIZER = ("name", "lr", "weight_decay")
 SCHEDULER = ("name", "factor", "patience", "min_lr")
 SHORT_RANGE = ("fail_on_error",)

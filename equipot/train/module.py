@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from functools import partial
 
 import pytorch_lightning as pl
 import torch
@@ -23,6 +24,7 @@ from torchmetrics import MeanMetric
 from equipot import keys
 from equipot.model.build import DTYPES, build_potential
 from equipot.model.potential import Potential
+from equipot.train.compiled_step import DIMERS, CompiledStep, batch_fields
 from equipot.train.dimer_repulsion import DimerRepulsion
 from equipot.train.divergence import TrainingDiverged, non_finite
 from equipot.train.ema import exponential_moving_average
@@ -39,11 +41,13 @@ class PotentialModule(pl.LightningModule):
 
     def __init__(self, model_config: Mapping, labels: list[str], *, dtype: str,
                  loss: Mapping, optimizer: Mapping, scheduler: Mapping,
-                 ema_decay: float | None, dimer_repulsion: Mapping | None):
+                 ema_decay: float | None, dimer_repulsion: Mapping | None,
+                 compile: bool = False):
         """The root config's sections (``configs/recipe``): ``loss``, options of
         ``WeightedLoss``; ``optimizer`` {name, lr, weight_decay}; ``scheduler`` {name, factor,
         patience, min_lr}; ``ema_decay``, None for no EMA; ``dimer_repulsion``, options of
-        ``DimerRepulsion`` (weight, margin, samples_per_pair), None for no such penalty."""
+        ``DimerRepulsion`` (weight, margin, samples_per_pair), None for no such penalty;
+        ``compile``: training steps as compiled graphs (``equipot.train.compiled_step``)."""
         super().__init__()
         self.save_hyperparameters()
         self.model = build_potential(model_config, dtype=DTYPES[dtype])
@@ -53,6 +57,7 @@ class PotentialModule(pl.LightningModule):
             DimerRepulsion(self.model.species, self.model.config.get("shortest_distances"),
                            floors=getattr(self.model.distance_floor, "floor", None),
                            **dimer_repulsion) if dimer_repulsion else None)
+        self.compiled_step = CompiledStep(self.model, self._step) if compile else None
         self.optimizer_config, self.scheduler_config = dict(optimizer), dict(scheduler)
         if self.scheduler_config["name"] not in SCHEDULERS:
             raise ValueError(f"unknown scheduler '{self.scheduler_config['name']}'; "
@@ -95,18 +100,34 @@ class PotentialModule(pl.LightningModule):
         return model(batch, compute_forces=forces or keys.FORCES in wanted,
                      compute_stress=keys.STRESS in wanted)
 
-    def training_step(self, batch, batch_idx):
+    def _step(self, model: Potential, fields: Mapping[str, torch.Tensor]
+              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(losses with ``"total"``, predictions) of a training batch's ``fields``
+        (``batch_fields``; the dimers appended under ``DIMERS``): the step compiled or not."""
+        own = keys.GraphFields({name: value for name, value in fields.items()
+                                if not name.startswith(DIMERS)})
         if self.dimer_repulsion is None:
-            predicted = self._predict(self.model, batch, for_loss_only=True)
+            predicted = self._predict(model, own, for_loss_only=True)
         else:  # the dimers ride along in the same forward pass
+            with_dimers = keys.GraphFields({name.removeprefix(DIMERS): value
+                                            for name, value in fields.items()
+                                            if name.startswith(DIMERS)})
             predicted, repulsion = self.dimer_repulsion(
-                self._predict(self.model, self.dimer_repulsion.append_to(batch),
-                              for_loss_only=True, forces=True), batch)
-        losses = self.loss(predicted, batch)
+                self._predict(model, with_dimers, for_loss_only=True, forces=True), own)
+        losses = self.loss(predicted, own)
         if self.dimer_repulsion is not None:
+            losses["dimer_repulsion"] = repulsion
             losses["total"] = losses["total"] + repulsion
-            self.log("train/dimer_repulsion", repulsion.detach(), batch_size=batch.num_graphs,
-                     on_step=False, on_epoch=True, sync_dist=True)
+        return losses, predicted
+
+    def training_step(self, batch, batch_idx):
+        fields = batch_fields(batch)
+        if self.dimer_repulsion is not None:
+            fields.update(batch_fields(self.dimer_repulsion.append_to(batch), DIMERS))
+        losses, predicted = (self.compiled_step or partial(self._step, self.model))(fields)
+        if self.dimer_repulsion is not None:
+            self.log("train/dimer_repulsion", losses["dimer_repulsion"].detach(),
+                     batch_size=batch.num_graphs, on_step=False, on_epoch=True, sync_dist=True)
         self.errors["train_errors"].update(predicted, batch)
         self.log("train/loss", losses["total"].detach(), batch_size=batch.num_graphs,
                  on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
