@@ -1,4 +1,5 @@
-"""Compiled inference: energy, forces (and stress) as one traced first-order graph, compiled.
+"""Compiled calls: energy, forces (and stress) as one traced graph, compiled; the same
+tracing serves training steps (``equipot.train.compiled_step``).
 
 Forces are −∂E/∂r, so an inference call runs the model forward and then backward. Compiling
 the forward alone (``torch.compile`` of the module) leaves the backward and every Python step
@@ -11,8 +12,9 @@ removes most of a call's time, which is Python and operator dispatch.
 A trace holds for the structures that meet the shape conditions it was traced under (sizes it
 fixed, such as the number of structures in a batch, and the guards of its symbolic sizes, such
 as at least two atoms and two edges); a call outside them runs eager. Traces are kept per
-(stress or not, one structure or several). A model that cannot be traced (long-range terms that
-size their k-vectors on the host) or compiled runs eager, and says why once.
+(stress or not, one structure or several). A model that cannot be traced (DimeNet++'s
+triplets and Ewald's k-vectors are counted on the host) or compiled runs eager, and says why
+once.
 """
 
 from __future__ import annotations
