@@ -5,13 +5,14 @@ the dimer-repulsion penalty, and a model that cannot be traced trains eager."""
 import numpy as np
 import pytest
 import torch
-from conftest import MODEL_CONFIG, make_ethanol, run_defaults
 from torch_geometric.data import Batch
 
 from equipot import keys
 from equipot.data.graph import atoms_to_graph
 from equipot.train.compiled_step import DIMERS, CompiledStep, batch_fields
 from equipot.train.module import PotentialModule
+
+from conftest import MODEL_CONFIG, make_ethanol, run_defaults
 
 
 def module(dimers: bool, dtype: str = "float64", config=MODEL_CONFIG) -> PotentialModule:
