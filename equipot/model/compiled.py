@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
+import torch._inductor.exc
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
@@ -33,6 +34,10 @@ from equipot import keys
 INPUTS = (keys.ATOMIC_NUMBERS, keys.BATCH, keys.POSITIONS, keys.CELL, keys.PBC,
           keys.EDGE_INDEX, keys.SHIFTS, keys.TOTAL_CHARGE)
 COUNTS = {keys.ATOM: "N", keys.EDGE: "E", keys.STRUCTURE: "G"}
+# Inductor's settings, tried in turn: its defaults; then without vectorised CPU code, which
+# torch 2.13 cannot generate for a scatter-add (the energies summed per structure) when it
+# runs on more than one thread.
+INDUCTOR_OPTIONS = [{}, {"cpp.simdlen": 1}]
 
 
 def field_dims(name: str, tensor: torch.Tensor) -> tuple:
@@ -93,8 +98,15 @@ class Trace:
         guards = shape_env.produce_guards_expression(placeholders)  # Python source, or None
         self.guards = None if guards is None else compile(guards, "<trace guards>", "eval")
         self.shape_env = shape_env
-        self.compiled = torch.compile(graph, dynamic=True, backend=backend)
-        self(parameters, fields)  # compile now, so that a failure shows here
+        for options in INDUCTOR_OPTIONS if backend == "inductor" else [None]:
+            self.compiled = torch.compile(graph, dynamic=True, backend=backend,
+                                          options=options)
+            try:
+                self(parameters, fields)  # compile now, so that a failure shows here
+                break
+            except torch._inductor.exc.InductorError:
+                if options is INDUCTOR_OPTIONS[-1]:
+                    raise
 
     def admits(self, parameters: Sequence[torch.Tensor], fields: Mapping[str, torch.Tensor]
                ) -> bool:

@@ -112,3 +112,17 @@ def test_calculator_compile_option():
     for eager, compiled in zip(*results):
         np.testing.assert_allclose(compiled, eager, rtol=1e-10, atol=1e-12)
     assert evaluate(model, cell)[keys.ENERGY][0] == pytest.approx(results[0][0], rel=1e-12)
+
+
+def test_inductor_compiles_on_two_threads():
+    """Inductor's vectorised CPU code fails on the per-structure scatter-add when it runs on
+    more than one thread (torch 2.13): the compile retries without vectorisation."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = make_model(MODEL_CONFIG, dtype=torch.float32)
+        compiled = CompiledPotential(model)
+        assert_matches_eager(compiled, batch_of(model, make_ethanol()), False, 1e-5)
+        assert compiled.failure is None
+    finally:
+        torch.set_num_threads(threads)
