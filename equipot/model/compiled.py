@@ -34,10 +34,9 @@ from equipot import keys
 INPUTS = (keys.ATOMIC_NUMBERS, keys.BATCH, keys.POSITIONS, keys.CELL, keys.PBC,
           keys.EDGE_INDEX, keys.SHIFTS, keys.TOTAL_CHARGE)
 COUNTS = {keys.ATOM: "N", keys.EDGE: "E", keys.STRUCTURE: "G"}
-# Inductor's settings, tried in turn: its defaults; then without vectorised CPU code, which
-# torch 2.13 cannot generate for a scatter-add (the energies summed per structure) when it
-# runs on more than one thread.
-INDUCTOR_OPTIONS = [{}, {"cpp.simdlen": 1}]
+# Inductor without vectorised CPU code, which torch 2.13 cannot generate for a scatter-add
+# (the energies summed per structure) when it runs on more than one thread.
+SCALAR_CODE = {"cpp.simdlen": 1}
 
 
 def field_dims(name: str, tensor: torch.Tensor) -> tuple:
@@ -98,14 +97,17 @@ class Trace:
         guards = shape_env.produce_guards_expression(placeholders)  # Python source, or None
         self.guards = None if guards is None else compile(guards, "<trace guards>", "eval")
         self.shape_env = shape_env
-        for options in INDUCTOR_OPTIONS if backend == "inductor" else [None]:
+        attempts = [None]  # the backend's defaults, and for Inductor a fallback:
+        if backend == "inductor":
+            attempts = [SCALAR_CODE] if torch.get_num_threads() > 1 else [{}, SCALAR_CODE]
+        for options in attempts:
             self.compiled = torch.compile(graph, dynamic=True, backend=backend,
                                           options=options)
             try:
                 self(parameters, fields)  # compile now, so that a failure shows here
                 break
             except torch._inductor.exc.InductorError:
-                if options is INDUCTOR_OPTIONS[-1]:
+                if options is attempts[-1]:
                     raise
 
     def admits(self, parameters: Sequence[torch.Tensor], fields: Mapping[str, torch.Tensor]

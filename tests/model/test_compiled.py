@@ -116,7 +116,7 @@ def test_calculator_compile_option():
 
 def test_inductor_compiles_on_two_threads():
     """Inductor's vectorised CPU code fails on the per-structure scatter-add when it runs on
-    more than one thread (torch 2.13): the compile retries without vectorisation."""
+    more than one thread (torch 2.13): on several threads it compiles without."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
