@@ -88,11 +88,11 @@ class EquipotCalculator(Calculator):
                 "slab or wire a cell vector (its length sets the volume the stress refers to)")
         want_stress = bool(self.atoms.pbc.any()) and has_volume
         self.model.check_species(self.atoms.numbers)
-        positions, cell, pbc = checked_geometry(self.atoms)
-        centre, neighbour, shifts, vectors = self.neighbors.update(positions, cell, pbc)
+        geometry = checked_geometry(self.atoms)
+        centre, neighbour, shifts, vectors = self.neighbors.update(*geometry)
         check_overlaps(centre, neighbour, vectors)
         batch = single_structure_batch(
-            structure_fields(self.atoms, centre, neighbour, shifts)).to(self.device)
+            structure_fields(self.atoms, geometry, centre, neighbour, shifts)).to(self.device)
         out = self.call(batch, compute_forces=True, compute_stress=want_stress)
         energy = float(out[keys.ENERGY][0])
         self.results = {

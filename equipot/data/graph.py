@@ -27,11 +27,11 @@ def atoms_to_graph(atoms: ase.Atoms, cutoff: float,
     loss weight (``keys.WEIGHT``), for datasets. The total charge comes from
     ``atoms.info["charge"]`` (default 0).
     """
-    positions, cell, pbc = checked_geometry(atoms, source, index)
+    geometry = positions, cell, pbc = checked_geometry(atoms, source, index)
     centre, neighbour, shifts = neighbor_list(positions, cell, pbc, cutoff)
     vectors = positions[neighbour] - positions[centre] + shifts @ cell
     check_overlaps(centre, neighbour, vectors, source, index)
-    fields = structure_fields(atoms, centre, neighbour, shifts, source, index)
+    fields = structure_fields(atoms, geometry, centre, neighbour, shifts, source, index)
     for name, value in (labels or {}).items():
         label = keys.label(name)
         fields[label.has] = torch.tensor([value is not None])
@@ -71,16 +71,19 @@ def check_overlaps(centre: np.ndarray, neighbour: np.ndarray, vectors: np.ndarra
             f"{np.sqrt(squared[edge]):.3g} Å < {MIN_DISTANCE} Å", source, index, "positions")
 
 
-def structure_fields(atoms: ase.Atoms, centre: np.ndarray, neighbour: np.ndarray,
-                     shifts: np.ndarray, source: str = "<atoms>", index: int | None = None
+def structure_fields(atoms: ase.Atoms, geometry: tuple[np.ndarray, np.ndarray, np.ndarray],
+                     centre: np.ndarray, neighbour: np.ndarray, shifts: np.ndarray,
+                     source: str = "<atoms>", index: int | None = None
                      ) -> dict[str, torch.Tensor]:
-    """The label-free fields of one structure's graph with the given edges (centre,
-    neighbour [E], integer image shifts [E, 3]): what a model reads."""
+    """The label-free fields of one structure's graph: what a model reads. ``geometry`` is
+    ``checked_geometry(atoms)``'s (positions, cell, pbc); the edges are centre, neighbour [E]
+    and integer image shifts [E, 3]."""
+    positions, cell, pbc = geometry
     return {
         keys.ATOMIC_NUMBERS: torch.as_tensor(atoms.numbers, dtype=torch.long),
-        keys.POSITIONS: torch.as_tensor(np.asarray(atoms.positions, dtype=np.float64)),
-        keys.CELL: torch.as_tensor(np.asarray(atoms.cell.array, dtype=np.float64)).unsqueeze(0),
-        keys.PBC: torch.as_tensor(np.asarray(atoms.pbc, dtype=bool)).unsqueeze(0),
+        keys.POSITIONS: torch.as_tensor(positions),
+        keys.CELL: torch.as_tensor(cell).unsqueeze(0),
+        keys.PBC: torch.as_tensor(pbc).unsqueeze(0),
         keys.EDGE_INDEX: torch.as_tensor(np.stack([centre, neighbour])),
         keys.SHIFTS: torch.as_tensor(shifts, dtype=torch.float64),
         keys.TOTAL_CHARGE: torch.tensor([read_total_charge(atoms, source, index)],
