@@ -66,7 +66,7 @@ def traceable(fields: Mapping[str, torch.Tensor]) -> bool:
 
 
 class Trace:
-    """``function(parameters, fields)`` (a tuple of tensors) traced into one graph over
+    """``function(parameters, fields)`` (a dict of tensors) traced into one graph over
     symbolic counts of atoms, edges and structures (structures fixed where the traced batch
     has one), and compiled. ``parameters`` are inputs of the graph (a training step's, with
     gradients); ``fields`` a batch's tensors by name (``field_dims``). Raises where the
@@ -84,9 +84,12 @@ class Trace:
             fakes.append(fake_mode.from_tensor(fields[name], symbolic_context=symbolic(
                 dims, dynamic_graphs=fields[name].shape[0] > 1)))
         count = len(parameters)
+        self.outputs: list = []  # the keys of the function's dict, in the graph's order
 
         def traced(*tensors):
-            return function(list(tensors[:count]), dict(zip(self.names, tensors[count:])))
+            out = function(list(tensors[:count]), dict(zip(self.names, tensors[count:])))
+            self.outputs = sorted(out)
+            return tuple(out[key] for key in self.outputs)
 
         with torch.enable_grad():
             graph = make_fx(traced, tracing_mode="symbolic")(*fakes)
@@ -123,8 +126,9 @@ class Trace:
             self.guards, inputs)
 
     def __call__(self, parameters: Sequence[torch.Tensor], fields: Mapping[str, torch.Tensor]
-                 ) -> tuple[torch.Tensor, ...]:
-        return self.compiled(*parameters, *(fields[name] for name in self.names))
+                 ) -> dict:
+        values = self.compiled(*parameters, *(fields[name] for name in self.names))
+        return dict(zip(self.outputs, values))
 
 
 def symbolic(dims: tuple, dynamic_graphs: bool) -> StatelessSymbolicContext:
@@ -157,7 +161,6 @@ class CompiledPotential:
     def __init__(self, model: torch.nn.Module, backend: str = "inductor"):
         self.model, self.backend = model, backend
         self.traces: dict[tuple[bool, bool], Trace] = {}
-        self.outputs: dict[tuple[bool, bool], list[str]] = {}  # the names of each's outputs
         self.failure: str | None = None  # why the model runs eager, once it is known
 
     def __call__(self, batch, compute_forces: bool = True, compute_stress: bool = False
@@ -169,19 +172,14 @@ class CompiledPotential:
                 self._trace(key, fields)
             trace = self.traces.get(key)
             if trace is not None and trace.admits([], fields):
-                return dict(zip(self.outputs[key], trace([], fields)))
+                return trace([], fields)
         return self.model(batch, compute_forces=compute_forces, compute_stress=compute_stress)
 
     def _trace(self, key: tuple[bool, bool], fields: dict[str, torch.Tensor]) -> None:
-        names: list[str] = []
-
         def call(parameters, fields):
-            out = self.model(keys.GraphFields(fields), compute_forces=True,
-                             compute_stress=key[0], create_graph=False)
-            names[:] = sorted(out)
-            return tuple(out[name] for name in names)
+            return self.model(keys.GraphFields(fields), compute_forces=True,
+                              compute_stress=key[0], create_graph=False)
 
         trace, self.failure = trace_or_warn(call, [], fields, self.backend, "this model")
         if trace is not None:
             self.traces[key] = trace
-            self.outputs[key] = names

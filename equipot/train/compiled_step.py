@@ -45,33 +45,31 @@ class CompiledStep:
     def __init__(self, model: torch.nn.Module, step: Callable, backend: str = "inductor"):
         self.model, self.step, self.backend = model, step, backend
         self.trace: Trace | None = None
-        self.loss_names: list[str] = []
-        self.output_names: list[str] = []
         self.failure: str | None = None
         self.compiled_calls = 0  # steps that ran compiled
 
     def __call__(self, fields: Mapping[str, torch.Tensor]
                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         parameters = [p for p in self.model.parameters() if p.requires_grad]
+        detached = [p.detach() for p in parameters]
         if self.trace is None and self.failure is None and traceable(fields):
             self.trace, self.failure = trace_or_warn(
-                self._traceable_step, [p.detach() for p in parameters], fields, self.backend,
+                self._traceable_step, detached, fields, self.backend,
                 "this model's training step")
-        detached = [p.detach() for p in parameters]
         if self.trace is None or not self.trace.admits(detached, fields):
             return self.step(self.model, fields)
         values = self.trace(detached, fields)
         self.compiled_calls += 1
-        losses = {name: value.detach() for name, value in zip(self.loss_names, values)}
-        predicted = dict(zip(self.output_names,
-                             values[len(self.loss_names):len(self.loss_names)
-                                    + len(self.output_names)]))
-        gradients = values[len(self.loss_names) + len(self.output_names):]
-        losses["total"] = PrecomputedGradients.apply(losses["total"], gradients, *parameters)
+        losses, predicted, gradients = ({key[1]: value for key, value in values.items()
+                                         if key[0] == part}
+                                        for part in ("loss", "predicted", "gradient"))
+        losses["total"] = PrecomputedGradients.apply(
+            losses["total"], [gradients[k] for k in range(len(parameters))], *parameters)
         return losses, predicted
 
-    def _traceable_step(self, parameters: list[torch.Tensor], fields: dict) -> tuple:
-        """The step with the parameters as inputs: (losses…, outputs…, gradients…)."""
+    def _traceable_step(self, parameters: list[torch.Tensor], fields: dict) -> dict:
+        """The step with the parameters as inputs: its losses, predictions and gradients,
+        keyed ("loss", name), ("predicted", name) and ("gradient", k)."""
         trainable = [name for name, p in self.model.named_parameters() if p.requires_grad]
         losses, predicted = torch.func.functional_call(
             StepModule(self.model, self.step), {f"model.{name}": parameter for name, parameter
@@ -79,9 +77,10 @@ class CompiledStep:
             strict=False)
         gradients = torch.autograd.grad(losses["total"], parameters, allow_unused=True,
                                         materialize_grads=True)
-        self.loss_names, self.output_names = sorted(losses), sorted(predicted)
-        return (*(losses[name] for name in self.loss_names),
-                *(predicted[name].detach() for name in self.output_names), *gradients)
+        return {**{("loss", name): value.detach() for name, value in losses.items()},
+                ("loss", "total"): losses["total"],
+                **{("predicted", name): value.detach() for name, value in predicted.items()},
+                **{("gradient", k): gradient for k, gradient in enumerate(gradients)}}
 
 
 class StepModule(torch.nn.Module):
