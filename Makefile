@@ -24,9 +24,10 @@ demo: install
 		--ensemble nve --temperature 300 --steps 4000 --timestep 0.5 --no-progress \
 		--trajectory $(DEMO_DIR)/md.traj --log $(DEMO_DIR)/md.log
 
+# Two pytest workers (pytest-xdist), each test file in one of them (module fixtures built once).
 test: install
 	$(BIN)/ruff check equipot tests scripts
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
