@@ -49,28 +49,30 @@ class PaiNNInteraction(nn.Module):
     def forward(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         F, num_atoms = self.num_features, geometry.num_atoms
         s = features[:, :F]
+        # Vectors as [N, 3, F] inside the block (e3nn's layout is [N, F, 3]): the products
+        # with per-channel scalars then broadcast over rows of F contiguous channels.
         if features.shape[1] == F:
-            v = features.new_zeros(num_atoms, F, 3)
+            v = features.new_zeros(num_atoms, 3, F)
         else:
-            v = features[:, F:].reshape(num_atoms, F, 3)
+            v = features[:, F:].view(num_atoms, F, 3).transpose(1, 2)
 
         # Message: from neighbours j to centres i.
         centre, neighbour = geometry.centre, geometry.neighbour
         x = self.phi(s)[neighbour] * (self.filter(geometry.radial_basis)
                                       * geometry.envelope.unsqueeze(-1))
         ds, dv_v, dv_s = x.split(F, dim=-1)
-        dv = v[neighbour] * dv_v.unsqueeze(-1) + dv_s.unsqueeze(-1) * \
-            geometry.unit_vectors.unsqueeze(1)
+        dv = v[neighbour] * dv_v.unsqueeze(1) + geometry.unit_vectors.unsqueeze(-1) * \
+            dv_s.unsqueeze(1)
         s = s + scatter_sum(ds, centre, num_atoms) * self.inv_avg_num_neighbors
         v = v + scatter_sum(dv, centre, num_atoms) * self.inv_avg_num_neighbors
 
         # Update: atom-wise mixing of scalars and vectors.
-        u_v, v_v = self.mix_vectors(v.transpose(1, 2)).transpose(1, 2).split(F, dim=1)
-        norm = torch.sqrt(v_v.square().sum(-1) + self.epsilon)
+        u_v, v_v = self.mix_vectors(v).split(F, dim=-1)
+        norm = torch.sqrt(v_v.square().sum(1) + self.epsilon)
         a_vv, a_sv, a_ss = self.a(torch.cat([s, norm], dim=-1)).split(F, dim=-1)
-        v = v + a_vv.unsqueeze(-1) * u_v
-        s = s + a_ss + a_sv * (u_v * v_v).sum(-1)
-        return torch.cat([s, v.reshape(num_atoms, 3 * F)], dim=-1)
+        v = v + a_vv.unsqueeze(1) * u_v
+        s = s + a_ss + a_sv * (u_v * v_v).sum(1)
+        return torch.cat([s, v.transpose(1, 2).reshape(num_atoms, 3 * F)], dim=-1)
 
 
 @dataclass(frozen=True)
