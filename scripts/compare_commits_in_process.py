@@ -6,12 +6,13 @@ which can hide or fake a 5 % change. Here both commits' packages are imported in
 (the first one's modules removed from ``sys.modules`` before the second is imported), each
 builds the same config from the same seed (the energies are printed: they must agree), and the
 calls alternate A, B, B, A, …, so both see the same machine at the same moments. Timed:
-energy + forces of one ethanol (eval mode), and a training step on 8 ethanols (forces MSE,
+energy + forces of one ethanol, or with ``--cell`` of ``benchmark_models.periodic_cell`` (1 000
+atoms; eval mode), and a training step on 8 ethanols (forces MSE,
 double backward, AdamW; written here, so that both commits run the same step). Ratios B / A
 of medians and of 10th percentiles (above 1: B slower). Run from the repository root:
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_commits_in_process.py A B \\
-        [--calls 1000] [--steps 200] [--rows model=schnet experiment=ethanol_mace …]
+        [--calls 1000] [--steps 200] [--cell] [--rows model=schnet experiment=ethanol_mace …]
 """
 
 import argparse
@@ -29,9 +30,10 @@ STATISTICS = {"species": [1, 6, 8, 29], "reference_energies": [0.0] * 4, "shift"
               "scale": 1.0, "avg_num_neighbors": 20.0}
 
 
-def import_commit(worktree: Path, rows: list[str]) -> dict:
-    """Row → (model, one-ethanol batch, 8-ethanol batch with forces), built by ``worktree``'s
-    equipot (configs composed by its own scripts/benchmark_models.py)."""
+def import_commit(worktree: Path, rows: list[str], cell: bool) -> dict:
+    """Row → (model, one-ethanol (or ``cell``: 1 000-atom cell) batch, 8-ethanol batch with
+    forces), built by ``worktree``'s equipot (configs composed by its own
+    scripts/benchmark_models.py)."""
     for name in [m for m in sys.modules if m.split(".")[0] in ("equipot", "benchmark_models",
                                                                 "timing")]:
         del sys.modules[name]
@@ -50,7 +52,8 @@ def import_commit(worktree: Path, rows: list[str]) -> dict:
     for row in rows:
         torch.manual_seed(0)
         model = build_potential({**configs[row], **STATISTICS})
-        one = Batch.from_data_list([atoms_to_graph(ethanol[0], model.cutoff)])
+        called = benchmark_models.periodic_cell() if cell else ethanol[0]
+        one = Batch.from_data_list([atoms_to_graph(called, model.cutoff)])
         eight = Batch.from_data_list([atoms_to_graph(a, model.cutoff, {
             keys.ENERGY: np.array(a.get_potential_energy()), keys.FORCES: a.get_forces()})
             for a in ethanol])
@@ -96,6 +99,8 @@ def main() -> None:
     parser.add_argument("b")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--cell", action="store_true",
+                        help="time calls on the 1 000-atom periodic cell, not one ethanol")
     parser.add_argument("--rows", nargs="*", default=[
         "model=schnet", "model=painn", "model=nequip", "model=dimenet",
         "experiment=ethanol_mace"])
@@ -108,7 +113,7 @@ def main() -> None:
                 worktree = Path(directory) / commit
                 subprocess.run(["git", "-C", str(repository), "worktree", "add", "--detach",
                                 "-q", str(worktree), commit], check=True)
-                built[commit] = import_commit(worktree, arguments.rows)
+                built[commit] = import_commit(worktree, arguments.rows, arguments.cell)
         finally:
             for commit in (arguments.a, arguments.b):
                 subprocess.run(["git", "-C", str(repository), "worktree", "remove", "--force",
