@@ -20,10 +20,7 @@ buffers in the double backward of force training. Here, with channels last ([E, 
 (C: Wigner 3j symbols, c_p: e3nn's path normalisation, k an output component of path p, a an
 input component), all paths take one matrix product per edge, with T(Y) [E, K, rows] from one
 product of Y with a precomputed coupling matrix, one product with the weights, and one sum into
-the atoms; only the atoms' [N, ...] tensors are rearranged to e3nn's layout. The weights of a
-path multiply its 2l+1 output components by broadcasting: the components are taken in groups
-of paths with equal l, each viewed as [E, paths, 2l+1, C], never as weights copied out to all
-K components (a gather whose backward is a scatter).
+the atoms; only the atoms' [N, ...] tensors are rearranged to e3nn's layout.
 """
 
 from __future__ import annotations
@@ -97,6 +94,7 @@ class EdgeConvolution(nn.Module):
         num_rows = sum(dim for _, dim in rows)
         num_columns = self.irreps_out.dim // self.num_channels
         coupling = torch.zeros(self.irreps_sh.dim, num_columns, num_rows, dtype=torch.float64)
+        column_path = torch.zeros(num_columns, dtype=torch.long)
         for p, path in enumerate(paths):
             l_in, l_sh, l_out = (self.irreps_in[path.i_in1].ir.l, self.irreps_sh[path.i_in2].ir.l,
                                  self.irreps_out[path.i_out].ir.l)
@@ -105,20 +103,11 @@ class EdgeConvolution(nn.Module):
             coupling[b:b + 2 * l_sh + 1, k:k + 2 * l_out + 1, a:a + 2 * l_in + 1] = (
                 path.path_weight * o3.wigner_3j(l_in, l_sh, l_out, dtype=torch.float64)
                 .permute(1, 2, 0))
+            column_path[k:k + 2 * l_out + 1] = p
         self.num_rows, self.num_columns = num_rows, num_columns
         self.register_buffer("coupling", coupling.flatten(1).to(torch.get_default_dtype()),
                              persistent=False)  # [dim(irreps_sh), K · rows]
-        # The paths in output order, in runs of equal output dimension 2l+1: (paths, 2l+1).
-        output_path = [0] * self.num_paths
-        for p, path in enumerate(paths):
-            output_path[path.i_out] = p
-        self.register_buffer("output_path", torch.tensor(output_path), persistent=False)
-        self.groups: list[tuple[int, int]] = []
-        for _, ir in self.irreps_out:
-            if self.groups and self.groups[-1][1] == ir.dim:
-                self.groups[-1] = (self.groups[-1][0] + 1, ir.dim)
-            else:
-                self.groups.append((1, ir.dim))
+        self.register_buffer("column_path", column_path, persistent=False)  # [K]
         # e3nn layout (per irrep: C channels of 2l+1) → rows × C, and [K, C] → e3nn layout.
         self.register_buffer("input_rows", torch.tensor(
             [start + channel * dim + m for start, dim in rows for m in range(dim)
@@ -145,12 +134,8 @@ class EdgeConvolution(nn.Module):
         weights = weights.view(num_edges, self.num_paths, self.num_channels)
         coupled = (spherical_harmonics @ self.coupling).view(num_edges, self.num_columns,
                                                              self.num_rows)
-        num_atoms = features.shape[0]
         if self.weights_first:
-            return scatter_sum(torch.bmm(coupled, x * weights), centre, num_atoms)  # [N, K, C]
-        products = torch.bmm(coupled, x).split([paths * dim for paths, dim in self.groups], 1)
-        weights = weights.index_select(1, self.output_path).split(
-            [paths for paths, _ in self.groups], 1)
-        return torch.cat([scatter_sum((product.unflatten(1, group) * weight.unsqueeze(2))
-                                      .flatten(1, 2), centre, num_atoms)
-                          for product, weight, group in zip(products, weights, self.groups)], 1)
+            messages = torch.bmm(coupled, x * weights)  # [E, K, C]
+        else:
+            messages = torch.bmm(coupled, x) * weights.index_select(1, self.column_path)
+        return scatter_sum(messages, centre, features.shape[0])
