@@ -3,6 +3,7 @@
 from equipot.calculator import EquipotCalculator
 from equipot.model.build import build_potential
 from equipot.model.checkpoint import load, save_model
+from equipot.predict import predict
 from equipot.version import __version__
 
-__all__ = ["EquipotCalculator", "__version__", "build_potential", "load", "save_model"]
+__all__ = ["EquipotCalculator", "__version__", "build_potential", "load", "predict", "save_model"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
@@ -94,21 +96,29 @@ class EquipotCalculator(Calculator):
         batch = single_structure_batch(
             structure_fields(self.atoms, geometry, centre, neighbour, shifts)).to(self.device)
         out = self.call(batch, compute_forces=True, compute_stress=want_stress)
-        energy = float(out[keys.ENERGY][0])
-        self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "energies": out[keys.ATOMIC_ENERGIES].detach().cpu().numpy(),
-            "forces": out[keys.FORCES].detach().cpu().double().numpy(),
-        }
-        if want_stress:
-            stress = out[keys.STRESS][0].detach().cpu().double().numpy()
-            self.results["stress"] = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-        if keys.CHARGES in out:
-            self.results["charges"] = out[keys.CHARGES].detach().cpu().double().numpy()
-        if keys.DIPOLE in out and not self.atoms.pbc.any():
-            self.results["dipole"] = out[keys.DIPOLE][0].detach().cpu().double().numpy()
-        if keys.ENERGY_UNCERTAINTY in out:
-            self.results["energy_uncertainty"] = float(out[keys.ENERGY_UNCERTAINTY][0])
-            for name in (keys.FORCES_UNCERTAINTY, keys.ATOMIC_ENERGIES_UNCERTAINTY):
-                self.results[name] = out[name].detach().cpu().double().numpy()
+        self.results = ase_results(out, want_stress, molecule=not self.atoms.pbc.any())
+
+
+def ase_results(out: Mapping[str, torch.Tensor], stress: bool, molecule: bool
+                ) -> dict[str, float | np.ndarray]:
+    """ASE's results (``EquipotCalculator.implemented_properties``) of one structure's model
+    outputs ``out``: the stress (Voigt order) where ``stress``, the dipole of a ``molecule``."""
+    energy = float(out[keys.ENERGY][0])
+    results = {
+        "energy": energy,
+        "free_energy": energy,
+        "energies": out[keys.ATOMIC_ENERGIES].detach().cpu().numpy(),
+        "forces": out[keys.FORCES].detach().cpu().double().numpy(),
+    }
+    if stress:
+        tensor = out[keys.STRESS][0].detach().cpu().double().numpy()
+        results["stress"] = tensor[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+    if keys.CHARGES in out:
+        results["charges"] = out[keys.CHARGES].detach().cpu().double().numpy()
+    if keys.DIPOLE in out and molecule:
+        results["dipole"] = out[keys.DIPOLE][0].detach().cpu().double().numpy()
+    if keys.ENERGY_UNCERTAINTY in out:
+        results["energy_uncertainty"] = float(out[keys.ENERGY_UNCERTAINTY][0])
+        for name in (keys.FORCES_UNCERTAINTY, keys.ATOMIC_ENERGIES_UNCERTAINTY):
+            results[name] = out[name].detach().cpu().double().numpy()
+    return results
