@@ -20,6 +20,7 @@ from equipot.data.reading import MIN_VOLUME, read_total_charge
 from equipot.model.checkpoint import load
 from equipot.model.compiled import CompiledPotential
 from equipot.model.ensemble import Ensemble
+from equipot.model.exported import ExportedPotential
 from equipot.model.potential import Potential
 from equipot.neighbors import SkinNeighborList
 
@@ -49,9 +50,11 @@ class EquipotCalculator(Calculator):
     later ones are several times faster on small structures; a model that cannot be compiled
     runs eager, with a warning saying why.
 
-    ``model_or_path`` is a Potential or a model file; ``dtype`` applies when loading a file
-    (default: the dtype it was trained in). The total charge is ``atoms.info["charge"]``
-    (default 0); changing it invalidates the results like moving an atom does.
+    ``model_or_path`` is a Potential, or a model file (or an exported ``.pt2`` of
+    ``equipot-export``: compiled already, one structure of at least two atoms per call);
+    ``dtype`` applies when loading a model file (default: the dtype it was trained in). The
+    total charge is ``atoms.info["charge"]`` (default 0); changing it invalidates the results
+    like moving an atom does.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies",
@@ -62,13 +65,14 @@ class EquipotCalculator(Calculator):
                  dtype: torch.dtype | None = None, skin: float = SKIN, compile: bool = False,
                  **kwargs):
         super().__init__(**kwargs)
-        if isinstance(model_or_path, (Potential, Ensemble)):
+        if isinstance(model_or_path, (Potential, Ensemble, ExportedPotential)):
             self.model = model_or_path.to(device).eval()
         else:
             self.model = load(model_or_path, device=device, dtype=dtype)
         self.device = torch.device(device)
         self.neighbors = SkinNeighborList(self.model.cutoff, skin)
-        self.call = CompiledPotential(self.model) if compile else self.model
+        compiled = compile and not isinstance(self.model, ExportedPotential)  # it is already
+        self.call = CompiledPotential(self.model) if compiled else self.model
 
     def check_state(self, atoms, tol=1e-15):
         """ASE's changes, and the total charge's: ``info`` is not among the ones ASE checks."""

@@ -1,5 +1,5 @@
 """Command-line entry points: equipot-train, equipot-evaluate, equipot-md, equipot-check-model,
-equipot-select, equipot-predict, equipot-lammps."""
+equipot-select, equipot-predict, equipot-export, equipot-lammps."""
 
 from __future__ import annotations
 

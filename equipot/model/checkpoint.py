@@ -18,6 +18,7 @@ import torch
 from equipot.errors import EquipotInputError
 from equipot.io import atomic_save
 from equipot.model.build import DTYPES, build_potential
+from equipot.model.exported import ExportedPotential
 from equipot.model.potential import Potential
 from equipot.version import __version__
 
@@ -128,12 +129,20 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu",
-         dtype: torch.dtype | None = None) -> Potential:
+         dtype: torch.dtype | None = None) -> Potential | ExportedPotential:
     """The Potential saved in ``path``, in eval mode on ``device``.
 
     Parameters are in ``dtype``, by default the dtype the model was trained in;
-    ``model.config`` is the file's model config and ``model.metadata`` its metadata.
+    ``model.config`` is the file's model config and ``model.metadata`` its metadata. A
+    ``.pt2`` file of ``equipot-export`` loads as an ``ExportedPotential`` (CPU, its own dtype).
     """
+    if Path(path).suffix == ".pt2":
+        if not Path(path).is_file():
+            raise EquipotInputError("no such file", str(path))
+        if dtype is not None:
+            raise EquipotInputError("an exported model runs in the dtype it was exported in",
+                                    str(path), field="dtype")
+        return ExportedPotential(path).to(device)
     checkpoint = read_checkpoint(path)
     if dtype is None:
         dtype = DTYPES[checkpoint["metadata"].get("dtype", "float32")]

@@ -70,7 +70,8 @@ class Trace:
     symbolic counts of atoms, edges and structures (structures fixed where the traced batch
     has one), and compiled. ``parameters`` are inputs of the graph (a training step's, with
     gradients); ``fields`` a batch's tensors by name (``field_dims``). Raises where the
-    function cannot be traced or compiled."""
+    function cannot be traced or compiled. ``graph``: the traced graph (inputs: the
+    parameters, then the fields in ``names`` order; outputs in ``outputs`` order)."""
 
     def __init__(self, function: Callable, parameters: Sequence[torch.Tensor],
                  fields: Mapping[str, torch.Tensor], backend: str):
@@ -92,7 +93,7 @@ class Trace:
             return tuple(out[key] for key in self.outputs)
 
         with torch.enable_grad():
-            graph = make_fx(traced, tracing_mode="symbolic")(*fakes)
+            self.graph = graph = make_fx(traced, tracing_mode="symbolic")(*fakes)
         placeholders = [node.meta["val"] for node in graph.graph.nodes
                         if node.op == "placeholder"]
         self.fixed = [[(dim, size) for dim, size in enumerate(value.shape)

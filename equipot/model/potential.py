@@ -96,10 +96,7 @@ class Potential(nn.Module):
     def check_species(self, atomic_numbers: np.ndarray, source: str = "<atoms>",
                       index: int | None = None) -> None:
         """Raise a clear error for elements the model was not trained on."""
-        unknown = sorted(set(np.asarray(atomic_numbers).tolist()) - set(self.species))
-        if unknown:
-            raise EquipotInputError(f"elements {unknown} are unknown to the model (trained on "
-                                    f"{self.species})", source, index, keys.ATOMIC_NUMBERS)
+        check_species(self.species, atomic_numbers, source, index)
 
     def forward(self, batch, compute_forces: bool = True, compute_stress: bool = False,
                 create_graph: bool | None = None) -> dict[str, torch.Tensor]:
@@ -225,3 +222,13 @@ class Potential(nn.Module):
             raise ValueError("a Potential of energy terms alone has no last-layer features")
         with torch.no_grad():
             return self._forward(batch, False, False, False, collect_features=True)
+
+
+def check_species(species: Sequence[int], atomic_numbers: np.ndarray, source: str = "<atoms>",
+                  index: int | None = None) -> None:
+    """Raise an error naming the elements of ``atomic_numbers`` not among a model's
+    ``species``."""
+    unknown = sorted(set(np.asarray(atomic_numbers).tolist()) - set(species))
+    if unknown:
+        raise EquipotInputError(f"elements {unknown} are unknown to the model (trained on "
+                                f"{list(species)})", source, index, keys.ATOMIC_NUMBERS)

@@ -132,7 +132,7 @@ def test_the_runner_attaches_the_model_before_the_first_run(model, tmp_path):
     from equipot.cli.lammps import main
     from equipot.model.checkpoint import save_model
 
-    save_model(tmp_path / "model.pt", model)
+    save_model(tmp_path / "model.pt", model, {"dtype": "float64"})
     atoms = triclinic_cu_au()
     (lx, _, _), (xy, ly, _), (xz, yz, lz) = atoms.cell.array.tolist()
     atom_lines = "\n".join(f"create_atoms {1 if number == 29 else 2} single {x!r} {y!r} {z!r} "
@@ -152,15 +152,14 @@ print "PE $(pe:%.12f)"
           "--log", str(tmp_path / "log.lammps")])
     atoms.calc = EquipotCalculator(model)
     printed = (tmp_path / "log.lammps").read_text().split("PE ")[-1].split()[0]
-    # The model file keeps the float64 model's weights; loaded it runs in float64 too.
-    assert float(printed) == pytest.approx(atoms.get_potential_energy(), rel=1e-6)
+    assert float(printed) == pytest.approx(atoms.get_potential_energy(), rel=1e-10)
 
 
 def test_the_runner_names_a_failing_lammps_command(model, tmp_path):
     from equipot.cli.lammps import main
     from equipot.model.checkpoint import save_model
 
-    save_model(tmp_path / "model.pt", model)
+    save_model(tmp_path / "model.pt", model, {"dtype": "float64"})
     script = tmp_path / "in.lammps"
     script.write_text("units metal\nregion b block 0 5 0 5 0 5\ncreate_box 1 b\nrun 0\n"
                       "fix oops all nosuchfix\n")

@@ -24,7 +24,8 @@ def model_file(tmp_path_factory):
     """A float64 model of H, C, O, Cu (random weights, forces of order 1 eV/Å; ZBL keeps
     atoms apart) in a file."""
     path = tmp_path_factory.mktemp("openmm") / "model.pt"
-    save_model(path, make_model({**MODEL_CONFIG, "energy_terms": [{"name": "zbl"}]}))
+    save_model(path, make_model({**MODEL_CONFIG, "energy_terms": [{"name": "zbl"}]}),
+               {"dtype": "float64"})
     return path
 
 
@@ -76,7 +77,7 @@ def test_verlet_steps_conserve_energy(tmp_path):
     (unscaled weights: forces that move the atoms without heating them up) and ZBL."""
     path = tmp_path / "copper.pt"
     save_model(path, make_model({**MODEL_CONFIG, "energy_terms": [{"name": "zbl"}]},
-                                weight_factor=1.0))
+                                weight_factor=1.0), {"dtype": "float64"})
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((1, 1, 2))
     atoms.rattle(0.05, seed=1)
     system = MLPotential("equipot", modelPath=str(path)).createSystem(topology_of(atoms))
