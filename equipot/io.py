@@ -15,7 +15,8 @@ def atomic_path(path: str | Path):
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=f".tmp{path.suffix}")  # writers may check it
     os.close(handle)
     umask = os.umask(0)
     os.umask(umask)
