@@ -17,6 +17,7 @@ from equipot.data.graph import (
     structure_fields,
 )
 from equipot.data.reading import MIN_VOLUME, read_total_charge
+from equipot.heap import keep_freed_memory
 from equipot.model.checkpoint import load
 from equipot.model.compiled import CompiledPotential
 from equipot.model.ensemble import Ensemble
@@ -70,6 +71,7 @@ class EquipotCalculator(Calculator):
         else:
             self.model = load(model_or_path, device=device, dtype=dtype)
         self.device = torch.device(device)
+        keep_freed_memory()  # large structures: no fresh pages at every call (equipot.heap)
         self.neighbors = SkinNeighborList(self.model.cutoff, skin)
         compiled = compile and not isinstance(self.model, ExportedPotential)  # it is already
         self.call = CompiledPotential(self.model) if compiled else self.model

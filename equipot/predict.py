@@ -22,6 +22,7 @@ from equipot.analysis.evaluation import check_finite
 from equipot.calculator import ase_results
 from equipot.data.dataset import GraphDataset
 from equipot.data.reading import MIN_VOLUME, LabelKeys
+from equipot.heap import keep_freed_memory
 from equipot.model.ensemble import Ensemble
 from equipot.model.potential import Potential
 
@@ -45,6 +46,7 @@ def predict(model: Potential | Ensemble, structures: Sequence[ase.Atoms],
                     for atoms in structures]
     device = next(model.parameters()).device
     model.eval()
+    keep_freed_memory()  # batches of similar size reuse their pages (equipot.heap)
     results: list[dict] = []
     with tqdm(total=len(dataset), desc="predict", unit="structure", disable=not progress) as bar:
         for indices in batches_by_atoms(dataset.tensors[keys.NUM_ATOMS].tolist(), batch_size):
