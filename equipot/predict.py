@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 import ase
 import numpy as np
 import torch
-from torch_geometric.data import Batch
 from tqdm import tqdm
 
 from equipot import keys
@@ -50,12 +49,13 @@ def predict(model: Potential | Ensemble, structures: Sequence[ase.Atoms],
     results: list[dict] = []
     with tqdm(total=len(dataset), desc="predict", unit="structure", disable=not progress) as bar:
         for indices in batches_by_atoms(dataset.tensors[keys.NUM_ATOMS].tolist(), batch_size):
-            batch = Batch.from_data_list([dataset[index] for index in indices]).to(device)
+            batch = dataset.consecutive(indices[0], indices[-1] + 1).to(device)
             out = model(batch, compute_forces=True,
                         compute_stress=any(wants_stress[index] for index in indices))
             check_finite(out, batch, source, indices[0])
+            atoms = (dataset.atom_ptr[indices[0]:indices[-1] + 2] - dataset.atom_ptr[indices[0]])
             results += [ase_results(one, wants_stress[index], not structures[index].pbc.any())
-                        for index, one in zip(indices, split_structures(out, batch))]
+                        for index, one in zip(indices, split_structures(out, atoms.tolist()))]
             bar.update(len(indices))
     return results
 
@@ -74,11 +74,12 @@ def batches_by_atoms(num_atoms: Sequence[int], batch_size: int) -> Iterator[list
         yield batch
 
 
-def split_structures(out: dict[str, torch.Tensor], batch) -> Iterator[dict[str, torch.Tensor]]:
-    """A batch's outputs, one structure at a time: per-atom fields sliced by its atoms,
-    per-structure fields as a batch of one."""
-    atoms = batch.ptr.tolist()
-    for structure in range(batch.num_graphs):
+def split_structures(out: dict[str, torch.Tensor], atoms: list[int]
+                     ) -> Iterator[dict[str, torch.Tensor]]:
+    """A batch's outputs, one structure at a time: per-atom fields sliced by its atoms
+    (structure k's are ``atoms[k]`` … ``atoms[k + 1]`` − 1), per-structure fields as a batch
+    of one."""
+    for structure in range(len(atoms) - 1):
         items = {keys.ATOM: slice(atoms[structure], atoms[structure + 1]),
                  keys.STRUCTURE: slice(structure, structure + 1)}
         yield {name: value[items[keys.FIELDS[name].per]] for name, value in out.items()}

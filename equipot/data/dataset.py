@@ -58,6 +58,23 @@ class GraphDataset(torch.utils.data.Dataset):
                 fields[name] = tensor[(slice(None),) * field.item_dim + (items[field.per],)]
         return Data(**fields)
 
+    def consecutive(self, start: int, stop: int) -> keys.GraphFields:
+        """Structures ``start`` … ``stop`` − 1 as one batch, sliced from the concatenated
+        tensors (what collating their graphs would give, without the collation)."""
+        items = {keys.ATOM: slice(self.atom_ptr[start], self.atom_ptr[stop]),
+                 keys.EDGE: slice(self.edge_ptr[start], self.edge_ptr[stop]),
+                 keys.STRUCTURE: slice(start, stop)}
+        fields = keys.GraphFields({
+            name: tensor[(slice(None),) * keys.FIELDS[name].item_dim
+                         + (items[keys.FIELDS[name].per],)]
+            for name, tensor in self.tensors.items()})
+        offsets = self.atom_ptr[start:stop] - self.atom_ptr[start]
+        fields[keys.EDGE_INDEX] = fields[keys.EDGE_INDEX] + offsets.repeat_interleave(
+            fields.pop(keys.NUM_EDGES))
+        fields[keys.BATCH] = torch.arange(stop - start).repeat_interleave(
+            fields.pop(keys.NUM_ATOMS))
+        return fields
+
     @classmethod
     def subset(cls, dataset: GraphDataset, indices) -> GraphDataset:
         """A new dataset holding the structures ``indices`` of ``dataset``."""

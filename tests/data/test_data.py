@@ -706,3 +706,18 @@ def test_datamodule_unknown_element_in_split(tmp_path):
         "data", train=str(train), valid_count=2, cache_dir=str(tmp_path / "cache")))
     with pytest.raises(EquipotInputError, match=r"\[7\]"):
         module.setup("fit")
+
+
+def test_consecutive_structures_slice_into_the_batch_collation_gives():
+    from torch_geometric.data import Batch
+
+    frames = [molecule("CH4"), bulk("Cu", "fcc", a=3.6).repeat((2, 1, 1)), molecule("H2O"),
+              molecule("CH3CH2OH")]
+    dataset = GraphDataset.from_atoms(frames, CUTOFF, LabelKeys.only())
+    sliced = dataset.consecutive(1, 4)
+    collated = Batch.from_data_list([dataset[index] for index in (1, 2, 3)])
+    assert sliced.num_graphs == 3
+    for name, value in sliced.items():
+        assert torch.equal(value, collated[name]), name
+    assert set(sliced) == {name for name in collated.keys() if name in keys.FIELDS} - {
+        keys.NUM_ATOMS}
