@@ -21,8 +21,10 @@ from equipot.analysis.evaluation import check_finite
 from equipot.calculator import ase_results
 from equipot.data.dataset import GraphDataset
 from equipot.data.reading import MIN_VOLUME, LabelKeys
+from equipot.errors import EquipotInputError
 from equipot.heap import keep_freed_memory
 from equipot.model.ensemble import Ensemble
+from equipot.model.exported import ExportedPotential
 from equipot.model.potential import Potential
 
 BATCH_ATOMS = 4096  # default atoms per batch
@@ -38,6 +40,10 @@ def predict(model: Potential | Ensemble, structures: Sequence[ase.Atoms],
     the structure's index)."""
     if batch_size < 1:
         raise ValueError(f"batch_size is a number of atoms ≥ 1, got {batch_size}")
+    if isinstance(model, ExportedPotential):
+        raise EquipotInputError("an exported model takes one structure per call; predict in "
+                                "batches with the model file it was exported from",
+                                str(model.path))
     for index, atoms in enumerate(structures):
         model.check_species(atoms.numbers, source, index)
     dataset = GraphDataset.from_atoms(list(structures), model.cutoff, LabelKeys.only(), source)

@@ -75,3 +75,10 @@ def test_a_model_that_cannot_be_traced_is_refused_and_nothing_written(tmp_path):
     with pytest.raises(SystemExit, match="cannot be exported"):
         main([str(tmp_path / "dimenet.pt"), str(tmp_path / "dimenet.pt2")])
     assert sorted(path.name for path in tmp_path.iterdir()) == ["dimenet.pt"]
+
+
+def test_batch_prediction_refuses_the_package_and_names_it(exported):
+    from equipot import predict
+
+    with pytest.raises(EquipotInputError, match="model.pt2.*one structure per call"):
+        predict(load(exported[1]), [make_ethanol()])
