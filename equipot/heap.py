@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 M_TRIM_THRESHOLD = -1  # mallopt's parameters (malloc.h)
 M_MMAP_MAX = -4
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
-    """Whether glibc now keeps freed memory in the process (see the module); idempotent."""
+    """Whether glibc now keeps freed memory in the process (see the module). Done once per
+    process: finding the C library runs ``ldconfig`` (about 2 ms), and the setting lasts."""
     name = ctypes.util.find_library("c")
     try:
         mallopt = ctypes.CDLL(name).mallopt
