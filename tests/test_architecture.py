@@ -12,17 +12,19 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "equipot"
 
 # folder → the equipot subpackages its modules must not import
-ABOVE_MODELS = ("uncertainty", "train", "analysis", "cli", "calculator", "predict", "engines")
+ABOVE_MODELS = ("uncertainty", "train", "finetune", "analysis", "cli", "calculator", "predict",
+                "engines")
 FORBIDDEN = {
     "nn": ("blocks", "physics", "model", "data", *ABOVE_MODELS),
     "blocks": ("physics", "model", "data", *ABOVE_MODELS),
     "physics": ("blocks", "model", "data", *ABOVE_MODELS),
     "data": ("nn", "blocks", "physics", "model", *ABOVE_MODELS),
     "model": ("data", *ABOVE_MODELS),
-    "uncertainty": ("train", "analysis", "cli", "calculator", "predict", "engines"),
-    "train": ("analysis", "cli", "calculator", "predict", "engines"),
-    "analysis": ("cli", "predict", "engines"),
-    "engines": ("train", "analysis", "cli"),
+    "uncertainty": ("train", "finetune", "analysis", "cli", "calculator", "predict", "engines"),
+    "train": ("finetune", "analysis", "cli", "calculator", "predict", "engines"),
+    "finetune": ("analysis", "cli", "calculator", "predict", "engines"),
+    "analysis": ("finetune", "cli", "predict", "engines"),
+    "engines": ("train", "finetune", "analysis", "cli"),
 }
 
 

@@ -127,3 +127,20 @@ def format_table(metrics: dict[str, float]) -> str:
             lines.append(f"{quantity:<17}{1000 * metrics[f'{quantity}_mae']:>12.3f}"
                          f"{1000 * metrics[f'{quantity}_rmse']:>12.3f}  m{unit}")
     return "\n".join(lines)
+
+
+def format_comparison(metrics: dict[str, dict[str, float]]) -> str:
+    """Several models' metrics (``{name: metrics}``) side by side, in milli-units: MAE and
+    RMSE of each quantity, a pair of columns per model."""
+    names = list(metrics)
+    width = max(24, *(len(name) + 2 for name in names))
+    lines = [f"{'':<17}" + "".join(f"{name:>{width}}" for name in names),
+             f"{'quantity':<17}" + f"{'MAE':>{width // 2}}{'RMSE':>{width - width // 2}}"
+             * len(names) + "  unit"]
+    for quantity, unit in units_by_quantity().items():
+        if all(f"{quantity}_mae" in values for values in metrics.values()):
+            lines.append(f"{quantity:<17}" + "".join(
+                f"{1000 * values[f'{quantity}_mae']:>{width // 2}.3f}"
+                f"{1000 * values[f'{quantity}_rmse']:>{width - width // 2}.3f}"
+                for values in metrics.values()) + f"  m{unit}")
+    return "\n".join(lines)

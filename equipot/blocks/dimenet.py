@@ -218,6 +218,14 @@ class DimeNetEmbedding(nn.Module):
         return nn.functional.silu(self.mix(torch.cat(
             [h[geometry.neighbour], h[geometry.centre], rbf], dim=-1)))
 
+    @torch.no_grad()
+    def take_species(self, source: DimeNetEmbedding, rows: torch.Tensor) -> None:
+        """``source``'s weights, its species s as species ``rows[s]`` here
+        (``equipot.nn.species_rows``)."""
+        self.embedding.weight[rows] = source.embedding.weight
+        self.rbf.load_state_dict(source.rbf.state_dict())
+        self.mix.load_state_dict(source.mix.state_dict())
+
 
 class DimeNetPlusPlusInteraction(nn.Module):
     """m_ji [E, F] → m_ji [E, F]. ``avg_num_neighbors`` is not used (DimeNet++ does not

@@ -1,12 +1,15 @@
 """``equipot-evaluate``: error metrics of a model on any data file.
 
     equipot-evaluate runs/x/model.pt test.xyz [--output-dir DIR]
+    equipot-evaluate runs/tuned/model.pt test.xyz --against source   # beside its source
 
 Prints a table of MAE and RMSE, writes ``metrics.json`` and parity plots (PNG) of per-atom
 energies and force components to DIR (default: ``evaluation/<data file stem>`` beside the model).
 For a model that predicts uncertainties (LLPR, an ensemble), also how well they rank and match
 the errors (Spearman, miscalibration area, NLL; ``equipot.uncertainty.scores``) and
-``calibration.png``, observed RMSE against predicted σ.
+``calibration.png``, observed RMSE against predicted σ. ``--against MODEL`` scores a second
+model on the same structures and prints both side by side (``source``: the model a fine-tuned
+one started from, as its file records); ``metrics.json`` then holds its metrics too.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from pathlib import Path
 
 from equipot import keys
 from equipot.analysis.calibration_plot import write_calibration_plot
-from equipot.analysis.evaluation import evaluate, format_table
+from equipot.analysis.evaluation import evaluate, format_comparison, format_table
 from equipot.analysis.plots import write_parity_plots
 from equipot.cli import exit_on_error
 from equipot.data.dataset import GraphDataset
 from equipot.data.reading import LabelKeys
+from equipot.errors import EquipotInputError
 from equipot.io import atomic_write_text
 from equipot.model.checkpoint import load
 from equipot.train.metrics import units_by_quantity
@@ -42,6 +46,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                             help=f"where structures keep the {option.removesuffix('_key')} "
                                  f"label; 'none' ignores it")
     parser.add_argument("--no-cache", action="store_true", help="do not cache the graphs")
+    parser.add_argument("--against", metavar="MODEL",
+                        help="a second model file to score side by side; 'source': the model "
+                             "this one was fine-tuned from")
     return parser.parse_args(argv)
 
 
@@ -55,11 +62,20 @@ def run(args: argparse.Namespace) -> dict:
     model.check_species(dataset.tensors[keys.ATOMIC_NUMBERS].numpy(), source=str(args.data))
     result = evaluate(model, dataset, batch_size=args.batch_size)
     output_dir = args.output_dir or args.model.parent / "evaluation" / args.data.stem
-    print(f"{dataset.describe()}\n{format_table(result.metrics)}")
     report = {"model": str(args.model), "data": str(args.data),
               "num_structures": result.num_structures, "labelled": dataset.label_counts(),
               "metrics": result.metrics,
               "units": units_by_quantity()}
+    if args.against is None:
+        print(f"{dataset.describe()}\n{format_table(result.metrics)}")
+    else:
+        other_path = compared_model(args.against, model, args.model)
+        other = load(other_path, device=args.device)
+        other.check_species(dataset.tensors[keys.ATOMIC_NUMBERS].numpy(), source=str(args.data))
+        against = evaluate(other, dataset, batch_size=args.batch_size).metrics
+        print(f"{dataset.describe()}\n" + format_comparison(
+            {str(args.model): result.metrics, str(other_path): against}))
+        report["against"] = {"model": str(other_path), "metrics": against}
     if result.uncertainty:
         print(format_uncertainty_table(result.uncertainty))
         report["uncertainty"] = result.uncertainty
@@ -70,6 +86,18 @@ def run(args: argparse.Namespace) -> dict:
                                             output_dir / "calibration.png"))
     print(f"wrote {output_dir / 'metrics.json'} and {', '.join(p.name for p in plots)}")
     return result.metrics
+
+
+def compared_model(against: str, model, path: Path) -> Path:
+    """The model file ``--against`` names: a path, or ``source``, the file ``model`` (read
+    from ``path``) was fine-tuned from."""
+    if against != "source":
+        return Path(against)
+    source = (model.metadata.get("finetune") or {}).get("source")
+    if source is None:
+        raise EquipotInputError("--against source: this model was not fine-tuned (its file "
+                                "records no source)", source=str(path))
+    return Path(source["path"])
 
 
 def main(argv=None) -> None:

@@ -3,6 +3,7 @@
     equipot-train data.train=my.xyz model=schnet trainer.max_epochs=50
     equipot-train experiment=ethanol_schnet hydra.run.dir=runs/demo
     equipot-train resume=runs/demo trainer.max_epochs=100    # continue that run
+    equipot-train finetune.source=runs/demo/model.pt data.train=new.xyz   # fine-tune it
 
 The config is checked before any data is read (``equipot.train.config``). A new run needs a
 run directory without another run's files (``overwrite=true`` replaces them); a resumed one
@@ -14,6 +15,11 @@ and the short-range report ``short_range/`` (``equipot.analysis.short_range``). 
 writes. The run exits non-zero when training diverges (leaving ``last_finite_weights.pt``, no
 ``model.pt``) or the short-range check fails (after writing ``model.pt``; unless
 ``short_range.fail_on_error=false``).
+
+A fine-tuning run (``finetune.source``, ``equipot.finetune``) takes its model from the source
+file: the ``model`` section is the source's (``model=…``/``model.…`` overrides are refused),
+the recipe ``finetune`` unless another is named, and ``finetune.json`` in the run directory
+records its lineage, which ``model.pt``'s metadata carries as ``finetune``.
 """
 
 from __future__ import annotations
@@ -38,9 +44,11 @@ from equipot.analysis.short_range import banner, check_short_range, format_repor
 from equipot.cli import exit_on_error
 from equipot.data.datamodule import AtomisticDataModule
 from equipot.errors import EquipotInputError, EquipotRunError
+from equipot.finetune.replay import add_source_data
+from equipot.finetune.source import initial_weights, starting_model
 from equipot.io import atomic_write_text
 from equipot.model.build import listed_energy_terms
-from equipot.model.checkpoint import save_model
+from equipot.model.checkpoint import read_checkpoint, save_model
 from equipot.model.ensemble import Ensemble, EnsembleOptions
 from equipot.model.potential import Potential
 from equipot.train.config import CONFIG_DIR, check_config, register_config_sources
@@ -65,6 +73,7 @@ from equipot.train.statistics import compute_statistics
 from equipot.uncertainty.fitting import calibrate_ensemble, fit_llpr
 
 SPLIT_INDICES = "split_indices.json"
+FINETUNE = "finetune.json"  # a fine-tuning run's lineage: its source, options, statistics
 register_config_sources()
 
 
@@ -86,9 +95,21 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
     datamodule.setup()
     if rank_zero:
         print(datamodule.describe(), flush=True)
+    finetune, initial, lineage = settings.get("finetune") or {}, None, None
     if resumed is not None:  # statistics as the run computed them, never again
         model_config = dict(resumed["hyper_parameters"]["model_config"])
         check_split(datamodule, run_dir)
+        if (run_dir / FINETUNE).is_file():
+            lineage = json.loads((run_dir / FINETUNE).read_text())
+    elif finetune.get("source"):
+        start = starting_model(finetune, datamodule.sets["train"],
+                               datamodule.isolated_atom_energies(), settings["dtype"])
+        model_config, initial = start.config, initial_weights(start)
+        lineage = start.metadata["finetune"]
+        if rank_zero:
+            atomic_write_text(json.dumps(datamodule.indices), run_dir / SPLIT_INDICES)
+            atomic_write_text(json.dumps(lineage, indent=2), run_dir / FINETUNE)
+            print(describe_start(lineage), flush=True)
     else:
         model_config = {**settings["model"],
                         "energy_terms": listed_energy_terms(settings["model"].get("energy_terms")),
@@ -97,6 +118,10 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
                                              settings["model"])}
         if rank_zero:
             atomic_write_text(json.dumps(datamodule.indices), run_dir / SPLIT_INDICES)
+    if lineage is not None:
+        done = add_source_data(datamodule, finetune, lineage, settings["seed"])
+        if done and rank_zero:
+            print(done, flush=True)
     members = []
     for k in range(size):
         member_dir = run_dir if size == 1 else run_dir / MEMBERS / str(k)
@@ -104,11 +129,13 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
             print(f"ensemble member {k + 1} of {size} (seed {settings['seed'] + k}), "
                   f"in {member_dir}", flush=True)
         fitted = fit(settings, model_config, datamodule, member_dir, resumed,
-                     seed=settings["seed"] + k)
+                     seed=settings["seed"] + k, initial_weights=initial)
         if fitted is None:  # another rank than 0, or a diverged run (reported)
             return {}
         members.append(fitted)
     model, metadata = final_model(settings, members, datamodule)
+    if lineage is not None:
+        metadata = {**metadata, "finetune": lineage}
     metrics = {}
     if "test" in datamodule.sets:
         result = evaluate(model, datamodule.sets["test"])  # as the calculator does, exactly
@@ -127,15 +154,22 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
 
 
 def fit(settings: Mapping, model_config: Mapping, datamodule: AtomisticDataModule,
-        run_dir: Path, resumed: dict | None, seed: int) -> tuple[Potential, dict, Path] | None:
-    """Train one model from ``seed`` in ``run_dir``: the best weights, their metadata and
-    ``run_dir``; None on ranks other than 0, and where training diverged (reported)."""
+        run_dir: Path, resumed: dict | None, seed: int,
+        initial_weights: Mapping | None = None) -> tuple[Potential, dict, Path] | None:
+    """Train one model from ``seed`` in ``run_dir`` (from ``initial_weights`` where given):
+    the best weights, their metadata and ``run_dir``; None on ranks other than 0, and where
+    training diverged (reported)."""
     pl.seed_everything(seed, workers=True)
     module = PotentialModule(model_config, labels=datamodule.labels, dtype=settings["dtype"],
                              loss=settings["loss"], optimizer=settings["optimizer"],
                              scheduler=settings["scheduler"], ema_decay=settings["ema_decay"],
                              dimer_repulsion=settings["dimer_repulsion"],
-                             compile=settings["compile"])
+                             compile=settings["compile"], initial_weights=initial_weights,
+                             freeze=(settings.get("finetune") or {}).get("freeze") or ())
+    if module.frozen:
+        print(f"frozen: {len(module.frozen)} parameter tensors "
+              f"({sum(p.numel() for n, p in module.model.named_parameters() if n in module.frozen)}"
+              f" of {sum(p.numel() for p in module.model.parameters())} weights)", flush=True)
     trainer, checkpoints = make_trainer(settings, run_dir,
                                         resumed["global_step"] if resumed else None)
     started = time.monotonic()
@@ -187,6 +221,9 @@ def settle_run(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[
     the settings to ``config.yaml``."""
     settings = (OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config)
                 else dict(config))
+    source = (settings.get("finetune") or {}).get("source")
+    if source and not settings.get("resume"):
+        settings["model"] = source_model_section(source, overrides)
     check_config(settings)
     resumed = None
     if settings["resume"]:
@@ -201,6 +238,30 @@ def settle_run(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[
     if is_launch_rank_zero():
         atomic_write_text(yaml.safe_dump(settings, sort_keys=False), run_dir / CONFIG)
     return settings, run_dir, resumed
+
+
+def source_model_section(source: str, overrides: Sequence[str]) -> dict:
+    """A fine-tuning run's ``model`` section: the source file's model config. Overrides of
+    the model are refused: the architecture is the source's."""
+    given = [override for override in overrides
+             if override.lstrip("+~").split("=")[0].split(".")[0] in ("model", "physics")]
+    if given:
+        raise EquipotInputError(f"a fine-tuning run takes its model from {source}, so "
+                                f"{', '.join(given)} cannot be given", field="finetune.source")
+    return dict(read_checkpoint(source)["model_config"])
+
+
+def describe_start(lineage: Mapping) -> str:
+    """What a fine-tuning run starts from, in a few lines."""
+    source, statistics = lineage["source"], lineage["statistics"]
+    lines = [f"fine-tuning {source['path']} (elements {source['species']})"]
+    if lineage["added_species"]:
+        lines.append(f"added elements {lineage['added_species']}")
+    options = lineage["options"]
+    lines.append(f"reference energies: {options['reference_energies']}, shift: "
+                 f"{options['shift']} ({statistics['shift']:.6g} eV), scale: "
+                 f"{options['scale']} ({statistics['scale']:.6g} eV/Å)")
+    return "\n".join(lines)
 
 
 def check_split(datamodule: AtomisticDataModule, run_dir: Path) -> None:
@@ -304,7 +365,11 @@ def hydra_main(config: DictConfig) -> None:
 
 
 def main() -> None:
-    """``resume=runs/x`` runs Hydra in runs/x too, so that it leaves no directory behind."""
+    """``resume=runs/x`` runs Hydra in runs/x too, so that it leaves no directory behind;
+    ``finetune.source=…`` without ``recipe=…`` takes ``recipe=finetune``."""
+    if (any(arg.startswith("finetune.source=") for arg in sys.argv[1:])
+            and not any(arg.startswith("recipe=") for arg in sys.argv[1:])):
+        sys.argv.append("recipe=finetune")
     resume = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("resume=")]
     if resume and resume[-1] and not any(arg.startswith("hydra.run.dir=") for arg in sys.argv):
         path = Path(resume[-1])

@@ -10,11 +10,13 @@ from collections.abc import Mapping
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from torch_geometric.loader import DataLoader
 
 from equipot import keys
 from equipot.data.dataset import GraphDataset
 from equipot.data.reading import LabelKeys, WeightKeys, isolated_atom_energies
+from equipot.data.replay import ReplayCollater
 from equipot.errors import EquipotInputError
 
 
@@ -61,20 +63,33 @@ class AtomisticDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.sets: dict[str, GraphDataset] = {}
         self.indices: dict[str, list[int]] = {}  # positions in the training file, per split
+        self.replay: ReplayCollater | None = None
 
-    def _load(self, path: str) -> GraphDataset:
+    def add_replay(self, pool: GraphDataset, per_batch: int, reported: GraphDataset | None
+                   ) -> None:
+        """Fine-tuning against forgetting: ``per_batch`` structures of ``pool`` (aligned
+        with the training set, ``equipot.data.replay.aligned``) in every training batch;
+        ``reported``, structures of the source's data held out of the pool, becomes
+        ``sets["source"]``, validated as a second loader."""
+        if per_batch:
+            self.replay = ReplayCollater(pool, per_batch)
+        if reported is not None:
+            self.sets["source"] = reported
+
+    def load(self, path: str) -> GraphDataset:
+        """The graphs of ``path`` with this data module's cutoff, label keys and cache."""
         return GraphDataset.from_file(path, self.cutoff, self.label_keys, self.cache_dir,
                                       self.weight_keys)
 
     def setup(self, stage: str | None = None) -> None:
         if self.sets:
             return
-        full = self._load(self.paths["train"])
+        full = self.load(self.paths["train"])
         order = np.random.default_rng(self.seed).permutation(len(full))
         held_out = {}
         for name in ("valid", "test"):
             if self.paths[name] is not None:
-                held_out[name] = self._load(self.paths[name])
+                held_out[name] = self.load(self.paths[name])
             else:
                 size = held_out_size(len(full), len(order), *self.split[name], what=name,
                                      source=self.paths["train"])
@@ -114,9 +129,15 @@ class AtomisticDataModule(pl.LightningDataModule):
                           batch_size=self.batch_size if name == "train" else self.eval_batch_size)
 
     def train_dataloader(self):
-        return self._loader("train", shuffle=True)
+        if self.replay is None:
+            return self._loader("train", shuffle=True)
+        return torch.utils.data.DataLoader(self.sets["train"], batch_size=self.batch_size,
+                                           shuffle=True, num_workers=self.num_workers,
+                                           collate_fn=self.replay)
 
     def val_dataloader(self):
+        if "source" in self.sets:
+            return [self._loader("valid", shuffle=False), self._loader("source", shuffle=False)]
         return self._loader("valid", shuffle=False)
 
     def test_dataloader(self):

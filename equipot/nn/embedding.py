@@ -19,3 +19,9 @@ class SpeciesEmbedding(nn.Module):
 
     def forward(self, geometry: Geometry) -> torch.Tensor:
         return self.embedding(geometry.species)
+
+    @torch.no_grad()
+    def take_species(self, source: SpeciesEmbedding, rows: torch.Tensor) -> None:
+        """``source``'s rows as rows ``rows`` [S_source] of this (wider) embedding
+        (``equipot.nn.species_rows``)."""
+        self.embedding.weight[rows] = source.embedding.weight

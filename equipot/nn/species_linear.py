@@ -30,3 +30,15 @@ class SpeciesLinear(nn.Module):
     def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         every_species = self.linear(features).reshape(-1, self.num_species, self.irreps_out.dim)
         return every_species[torch.arange(features.shape[0], device=features.device), species]
+
+    @torch.no_grad()
+    def take_species(self, source: SpeciesLinear, rows: torch.Tensor) -> None:
+        """``source``'s weights of each species s as those of species ``rows[s]`` here
+        (``equipot.nn.species_rows``). Output irrep k of species s is entry s·K + k of the
+        linear map's outputs (K entries in ``irreps_out``), one weight block per path."""
+        entries = len(self.irreps_out)
+        blocks = {(path.i_in, path.i_out): view
+                  for _, path, view in self.linear.weight_views(yield_instruction=True)}
+        for _, path, view in source.linear.weight_views(yield_instruction=True):
+            species, entry = divmod(path.i_out, entries)
+            blocks[path.i_in, int(rows[species]) * entries + entry].copy_(view)

@@ -171,6 +171,12 @@ class SymmetricContraction(nn.Module):
         self.weights = nn.Parameter(torch.randn(num_species, num_channels, len(path_order))
                                     * torch.cat(variances).sqrt().to(torch.get_default_dtype()))
 
+    @torch.no_grad()
+    def take_species(self, source: SymmetricContraction, rows: torch.Tensor) -> None:
+        """``source``'s weights of species s as those of species ``rows[s]`` here
+        (``equipot.nn.species_rows``)."""
+        self.weights[rows] = source.weights
+
     def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         # The components of A as rows, [d, N C]: gathering monomials then copies whole rows.
         components = features.flatten(0, 1).T.contiguous()

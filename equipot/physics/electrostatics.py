@@ -76,3 +76,10 @@ class Electrostatics(EnergyTerm):
         molecule = ~geometry.pbc.any(dim=1, keepdim=True)
         return {keys.ATOMIC_ENERGIES: energies, keys.CHARGES: charges,
                 keys.DIPOLE: torch.where(molecule, dipole, torch.zeros_like(dipole))}
+
+    @torch.no_grad()
+    def take_species(self, source: Electrostatics, rows: torch.Tensor) -> None:
+        """``source``'s weights, its species s as species ``rows[s]`` here; a new species'
+        q_0 starts at 0 e (``equipot.nn.species_rows``)."""
+        self.charge_head.load_state_dict(source.charge_head.state_dict())
+        self.species_charges[rows] = source.species_charges

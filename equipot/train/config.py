@@ -45,12 +45,17 @@ from equipot.train.stages import StageTwo
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")  # a link to configs/
 ROOT = ("seed", "dtype", "resume", "overwrite", "compile", "ema_decay", "loss", "optimizer",
         "scheduler", "dimer_repulsion", "stage_two", "short_range", "ensemble", "uncertainty",
-        "model", "data", "trainer")
+        "model", "data", "trainer", "finetune")
 OPTIMIZER = ("name", "lr", "weight_decay")
 SCHEDULER = ("name", "factor", "patience", "min_lr")
 SHORT_RANGE = ("fail_on_error",)
 ENSEMBLE = ("size",)
 UNCERTAINTY = ("llpr",)
+FINETUNE = ("source", "reference_energies", "shift", "scale", "freeze", "replay")
+REPLAY = ("data", "per_batch", "weight", "reported")
+# How a fine-tuning run sets each statistic (equipot.finetune.statistics).
+REFITS = {"reference_energies": ("keep", "refit", "isolated_atoms"),
+          "shift": ("keep", "refit"), "scale": ("keep", "refit")}
 TRAINER_EXTRA = ("early_stopping_patience",)  # read by equipot-train, not by pl.Trainer
 
 
@@ -104,6 +109,7 @@ def check_config(settings: Mapping) -> None:
         "stage_two": options(StageTwo, ("schedule", "max_seconds", "weights"))
                      + list(weight_options()),
         "short_range": SHORT_RANGE, "ensemble": ENSEMBLE, "uncertainty": UNCERTAINTY,
+        "finetune": FINETUNE,
         "data": options(AtomisticDataModule, ("cutoff", "seed", "label_keys"))
                 + list(LabelKeys.options()),
         "trainer": options(pl.Trainer) + list(TRAINER_EXTRA)}
@@ -118,6 +124,11 @@ def check_config(settings: Mapping) -> None:
     check_choice(settings.get("scheduler") or {}, "name", SCHEDULERS, problems, "scheduler.")
     if isinstance(settings.get("model"), Mapping):
         check_model(settings["model"], problems)
+    finetune = settings.get("finetune") or {}
+    for option, choices in REFITS.items():
+        check_choice(finetune, option, choices, problems, "finetune.")
+    if isinstance(finetune.get("replay"), Mapping):
+        check_keys(finetune["replay"], REPLAY, "finetune.replay.", problems)
     size = (settings.get("ensemble") or {}).get("size", 1)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         problems.append(f"ensemble.size must be a whole number of members ≥ 1, got {size!r}")

@@ -14,7 +14,7 @@ calculator runs it. Non-finite losses or gradients stop training (``TrainingDive
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 import pytorch_lightning as pl
@@ -28,6 +28,7 @@ from equipot.train.compiled_step import DIMERS, CompiledStep, batch_fields
 from equipot.train.dimer_repulsion import DimerRepulsion
 from equipot.train.divergence import TrainingDiverged, non_finite
 from equipot.train.ema import exponential_moving_average
+from equipot.train.freezing import freeze as freeze_parameters
 from equipot.train.loss import WeightedLoss
 from equipot.train.metrics import ErrorMetrics
 from equipot.train.schedule import SCHEDULERS, plateau_schedule
@@ -42,15 +43,24 @@ class PotentialModule(pl.LightningModule):
     def __init__(self, model_config: Mapping, labels: list[str], *, dtype: str,
                  loss: Mapping, optimizer: Mapping, scheduler: Mapping,
                  ema_decay: float | None, dimer_repulsion: Mapping | None,
-                 compile: bool = False):
+                 compile: bool = False, initial_weights: Mapping | None = None,
+                 freeze: Sequence[str] = ()):
         """The root config's sections (``configs/recipe``): ``loss``, options of
         ``WeightedLoss``; ``optimizer`` {name, lr, weight_decay}; ``scheduler`` {name, factor,
         patience, min_lr}; ``ema_decay``, None for no EMA; ``dimer_repulsion``, options of
         ``DimerRepulsion`` (weight, margin, samples_per_pair), None for no such penalty;
-        ``compile``: training steps as compiled graphs (``equipot.train.compiled_step``)."""
+        ``compile``: training steps as compiled graphs (``equipot.train.compiled_step``);
+        ``initial_weights``: a state dict to start from instead of a fresh initialisation
+        (fine-tuning); ``freeze``: parameters that do not train (``equipot.train.freezing``).
+
+        A second validation loader, where the data module has one (the fine-tuning source's
+        data), is scored with the selected weights and logged as ``source/<metric>``."""
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["initial_weights"])
         self.model = build_potential(model_config, dtype=DTYPES[dtype])
+        if initial_weights is not None:
+            self.model.load_state_dict(initial_weights)
+        self.frozen = freeze_parameters(self.model, freeze)
         self.loss = WeightedLoss(**loss)
         self.labels = set(labels)
         self.dimer_repulsion = (
@@ -70,7 +80,8 @@ class PotentialModule(pl.LightningModule):
         # Keyed "<stage>_errors": a ModuleDict key may not shadow nn.Module.train.
         self.errors = torch.nn.ModuleDict(
             {"train_errors": ErrorMetrics(),
-             **{f"val_{name}_errors": ErrorMetrics() for name in self.weight_sets}})
+             **{f"val_{name}_errors": ErrorMetrics() for name in self.weight_sets},
+             "source_errors": ErrorMetrics()})
         self.validation_losses = torch.nn.ModuleDict(
             {name: MeanMetric(nan_strategy="disable") for name in self.weight_sets})
         # The latest validation: epoch, which weights won, their losses and metrics.
@@ -145,7 +156,13 @@ class PotentialModule(pl.LightningModule):
         if self.ema is not None:
             self.ema.update_parameters(self.model)
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        if dataloader_idx == 1:  # the fine-tuning source's data: how much is forgotten
+            with torch.enable_grad():
+                predicted = self._predict(self.weights(self.selected_weights), batch,
+                                          for_loss_only=False)
+            self.errors["source_errors"].update(predicted, batch)
+            return
         for name in self.weight_sets:
             with torch.enable_grad():
                 predicted = self._predict(self.weights(name), batch, for_loss_only=False)
@@ -175,6 +192,10 @@ class PotentialModule(pl.LightningModule):
             self.log(f"val/{name}_loss", losses[name], sync_dist=True)
         for name, value in errors[best].items():
             self.log(f"val/{name}", value, prog_bar=name == "forces_mae", sync_dist=True)
+        if self.errors["source_errors"].update_called:
+            for name, value in self.errors["source_errors"].compute().items():
+                self.log(f"source/{name}", value, sync_dist=True)
+            self.errors["source_errors"].reset()
 
     def on_train_epoch_end(self):
         for name, value in self.errors["train_errors"].compute().items():
@@ -183,7 +204,8 @@ class PotentialModule(pl.LightningModule):
 
     def configure_optimizers(self):
         optimizer = OPTIMIZERS[self.optimizer_config["name"].lower()](
-            self.model.parameters(), lr=self.optimizer_config["lr"],
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=self.optimizer_config["lr"],
             weight_decay=self.optimizer_config["weight_decay"])
         schedule = plateau_schedule(optimizer, self.scheduler_config)
         return optimizer if schedule is None else {"optimizer": optimizer,
