@@ -53,6 +53,7 @@ from equipot.model.ensemble import Ensemble, EnsembleOptions
 from equipot.model.potential import Potential
 from equipot.train.config import CONFIG_DIR, check_config, register_config_sources
 from equipot.train.divergence import TrainingDiverged
+from equipot.train.freezing import describe_frozen
 from equipot.train.module import PotentialModule
 from equipot.train.progress import EpochPrinter, format_errors
 from equipot.train.run_directory import (
@@ -107,7 +108,6 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
         model_config, initial = start.config, initial_weights(start)
         lineage = start.metadata["finetune"]
         if rank_zero:
-            atomic_write_text(json.dumps(datamodule.indices), run_dir / SPLIT_INDICES)
             atomic_write_text(json.dumps(lineage, indent=2), run_dir / FINETUNE)
             print(describe_start(lineage), flush=True)
     else:
@@ -116,8 +116,8 @@ def train(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[str] 
                         **compute_statistics(datamodule.sets["train"],
                                              datamodule.isolated_atom_energies(),
                                              settings["model"])}
-        if rank_zero:
-            atomic_write_text(json.dumps(datamodule.indices), run_dir / SPLIT_INDICES)
+    if resumed is None and rank_zero:
+        atomic_write_text(json.dumps(datamodule.indices), run_dir / SPLIT_INDICES)
     if lineage is not None:
         done = add_source_data(datamodule, finetune, lineage, settings["seed"])
         if done and rank_zero:
@@ -166,10 +166,8 @@ def fit(settings: Mapping, model_config: Mapping, datamodule: AtomisticDataModul
                              dimer_repulsion=settings["dimer_repulsion"],
                              compile=settings["compile"], initial_weights=initial_weights,
                              freeze=(settings.get("finetune") or {}).get("freeze") or ())
-    if module.frozen:
-        print(f"frozen: {len(module.frozen)} parameter tensors "
-              f"({sum(p.numel() for n, p in module.model.named_parameters() if n in module.frozen)}"
-              f" of {sum(p.numel() for p in module.model.parameters())} weights)", flush=True)
+    if module.frozen and is_launch_rank_zero():
+        print(describe_frozen(module.model, module.frozen), flush=True)
     trainer, checkpoints = make_trainer(settings, run_dir,
                                         resumed["global_step"] if resumed else None)
     started = time.monotonic()

@@ -48,3 +48,11 @@ def freeze(model: nn.Module, entries: Sequence[str]) -> list[str]:
         if name in frozen:
             parameter.requires_grad_(False)
     return [name for name in names if name in frozen]
+
+
+def describe_frozen(model: nn.Module, frozen: Sequence[str]) -> str:
+    """E.g. "frozen: 12 parameter tensors (10 240 of 52 000 weights)"."""
+    names = set(frozen)
+    count = sum(p.numel() for name, p in model.named_parameters() if name in names)
+    total = sum(p.numel() for p in model.parameters())
+    return f"frozen: {len(names)} parameter tensors ({count} of {total} weights)"

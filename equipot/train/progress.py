@@ -2,7 +2,8 @@
 
 An epoch's line is printed when the next one starts (or training ends), so that it holds
 everything the epoch logged: its training loss, the validation loss (and which weights gave
-it), the validation energy and force MAE and the learning rate.
+it), the validation energy and force MAE (and a fine-tuning run's on its source's data) and the
+learning rate.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class EpochPrinter(pl.Callback):
             parts.append(f"val loss {metrics['val/loss']:.4g} ({weights})")
         parts += format_errors({name.removeprefix("val/"): value
                                 for name, value in metrics.items() if name.startswith("val/")})
+        source = format_errors({name.removeprefix("source/"): value
+                                for name, value in metrics.items() if name.startswith("source/")})
+        if source:  # a fine-tuning run's source data (equipot.finetune.replay)
+            parts.append("source data: " + ", ".join(source))
         parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}")
         print(" · ".join(parts), flush=True)
         self.epoch = None
