@@ -130,3 +130,14 @@ def test_evaluate_scores_the_source_beside_the_tuned_model(workdir, capsys):
     assert report["against"]["model"] == str((workdir / "source" / "model.pt").resolve())
     assert report["metrics"]["forces_mae"] != report["against"]["metrics"]["forces_mae"]
     assert "source/model.pt" in capsys.readouterr().out
+
+
+def test_a_resumed_fine_tuning_run_keeps_its_lineage_and_replay(workdir, capsys):
+    import shutil
+
+    shutil.copytree(workdir / "tuned", workdir / "resumed")
+    train_here(["resume=resumed", "trainer.max_epochs=4"], workdir / "resumed")
+    assert "replaying 2 of" in capsys.readouterr().out
+    tuned = equipot.load(workdir / "resumed" / "model.pt")
+    assert tuned.metadata["finetune"]["source"]["path"].endswith("source/model.pt")
+    assert tuned.metadata["epochs"] == 4
