@@ -17,10 +17,11 @@ Forward: as U is symmetric, the sum over k1…kν runs over the monomials k1 ≤
 U summed over the orderings of each: (d+ν−1 choose ν) terms instead of d^ν (165 instead of 729
 for 0e+1o+2e at ν = 3). The monomials of order ν are those of order ν−1 times one more component
 of A. The monomials of each order meet their rows of the precomputed coupling in one matrix
-product, summed over the orders into every B (no concatenation of the monomials: its gradient
-would cost zero-filled buffers of all of them); where it takes fewer rows, the highest order
-contracts U with the monomials of the order below first. The weights of each atom's species,
-gathered as W[z] (no loop over species), then sum the paths η of all orders into m.
+product with their own columns of the precomputed coupling (the paths of that order); the
+highest order contracts U with the monomials of the order below first, one slice per component
+of A, so its own monomials (816 rows for 0e+1o+2e+3o at ν = 3) are never formed. The weights
+of each atom's species, gathered as W[z] (no loop over species), then sum the paths η of all
+orders into m.
 
 Initialisation: W_η ~ N(0, 1/(P_L ⟨B_η²⟩)), P_L = Σ_ν P_{ν,L} the paths into L and ⟨B_η²⟩ the
 mean square of B_η when the components of A are independent standard normals (exact, from the
@@ -148,19 +149,33 @@ class SymmetricContraction(nn.Module):
         self.num_paths = [block.shape[-1] for block in blocks]  # P_L
         self.basis_sizes = [block.shape[1:].numel() for block in blocks]  # (2L+1) P_L
 
-        # The highest order ν can skip its own monomials where that takes fewer rows: as
-        # m^{(ν)} = m^{(ν−1)}_prev A_k, B^{(ν)} = Σ_k A_k ⊙ (V_k^T m^{(ν−1)}), V_k[prev] = U's row
-        # of the monomial (prev, k); d × (columns of the order-ν paths) rows instead of one per
-        # monomial of order ν (45 instead of 165 for 0e+1o+2e → 0e at ν = 3: MACE's last block).
+        # The highest order ν skips its own monomials: as m^{(ν)} = m^{(ν−1)}_prev A_k with
+        # prev's last component ≤ k, B^{(ν)} = Σ_k A_k ⊙ (V_kᵀ m^{(ν−1)}_{prev ≤ k}), V_k[prev] =
+        # U's row of the monomial (prev, k). In colex order (last component first) the
+        # monomials prev ≤ k are a prefix of order ν−1's, so each V_k meets a slice: as many
+        # multiply-adds as the monomials of order ν would take, without forming them.
         column_order = torch.cat([orders.repeat(ir.dim) for ir, orders in
                                   zip(targets, torch.tensor(path_order).split(self.num_paths))])
-        last_columns = torch.nonzero(column_order == correlation).flatten()
-        self.contract_last = (correlation > 1
-                              and dim * len(last_columns) < self.monomial_counts[-1])
-        if self.contract_last:  # where V's entries (prev, k) of each column sit in U's rows
-            previous, component = getattr(self, f"monomial_steps_{correlation}")
-            self.register_buffer("last_order_rows", previous * dim + component, persistent=False)
-            self.register_buffer("last_order_columns", last_columns, persistent=False)
+        self.contract_last = correlation > 1
+        if self.contract_last:
+            previous = monomials[correlation - 2]
+            colex = sorted(range(len(previous)), key=lambda index: previous[index][::-1])
+            position = {monomial: index for index, monomial in enumerate(monomials[-1])}
+            rows = [[position[previous[index] + (k,)] for index in colex
+                     if previous[index][-1] <= k] for k in range(dim)]
+            self.register_buffer("last_order_previous", torch.tensor(colex), persistent=False)
+            self.register_buffer("last_order_rows", torch.tensor(sum(rows, [])),
+                                 persistent=False)
+            self.last_order_counts = [len(rows_of_k) for rows_of_k in rows]  # |V_k|
+        # The monomials of order ν couple only to the columns of order-ν paths, so each order
+        # multiplies its own columns of U (``order_columns_ν``), not all of them; the basis,
+        # built order after order, returns to U's column order by ``column_place``.
+        order_columns = [torch.nonzero(column_order == order).flatten()
+                         for order in range(1, correlation + 1)]
+        for order, columns in enumerate(order_columns, start=1):
+            self.register_buffer(f"order_columns_{order}", columns, persistent=False)
+        self.register_buffer("column_place", torch.argsort(torch.cat(order_columns)),
+                             persistent=False)
 
         # W_η ~ N(0, 1/(P_L ⟨B_η²⟩)), ⟨B_η²⟩ alike for all M.
         all_monomials = list(itertools.chain(*monomials))
@@ -181,24 +196,25 @@ class SymmetricContraction(nn.Module):
         # The components of A as rows, [d, N C]: gathering monomials then copies whole rows.
         components = features.flatten(0, 1).T.contiguous()
         monomials = components  # [number of monomials of the order, N C]
-        couplings = self.coupling.split(self.monomial_counts)  # each order's rows
-        basis = couplings[0].T @ monomials  # [Σ_L (2L+1) P_L, N C]
+        # Each order's rows of U, restricted to its own columns (from the model's state).
+        couplings = [rows.index_select(1, getattr(self, f"order_columns_{order}"))
+                     for order, rows in enumerate(self.coupling.split(self.monomial_counts), 1)]
+        parts = [couplings[0].T @ monomials]  # B of the order-1 paths [columns, N C]
         highest_monomials = self.correlation - 1 if self.contract_last else self.correlation
         for order in range(2, highest_monomials + 1):
             previous, component = getattr(self, f"monomial_steps_{order}")
             monomials = (monomials.index_select(0, previous)
                          * components.index_select(0, component))
-            basis = basis + couplings[order - 1].T @ monomials
-        if self.contract_last:
-            # V [(prev, k), columns of order ν] from the coupling (the model's state).
-            last_rows = couplings[-1].index_select(1, self.last_order_columns)
-            last_coupling = last_rows.new_zeros(len(monomials) * len(components),
-                                                last_rows.shape[1])
-            last_coupling = last_coupling.index_copy(0, self.last_order_rows, last_rows)
-            partial = last_coupling.view(len(monomials), -1).T @ monomials
-            partial = partial.unflatten(0, (len(components), -1))  # [d, columns, N C]
-            basis = basis.index_add(0, self.last_order_columns,
-                                    (partial * components.unsqueeze(1)).sum(0))
+            parts.append(couplings[order - 1].T @ monomials)
+        if self.contract_last:  # Σ_k A_k ⊙ (V_kᵀ m^{(ν−1)}_{prev ≤ k})
+            previous = monomials.index_select(0, self.last_order_previous)  # colex order
+            couplings_by_k = couplings[-1].index_select(0, self.last_order_rows).split(
+                self.last_order_counts)
+            last = 0.0
+            for k, coupling_k in enumerate(couplings_by_k):
+                last = last + (coupling_k.T @ previous[:coupling_k.shape[0]]) * components[k]
+            parts.append(last)
+        basis = torch.cat(parts).index_select(0, self.column_place)  # [Σ_L (2L+1) P_L, N C]
         basis = basis.T.unflatten(0, features.shape[:2])
         weights = self.weights[species]  # [N, C, Σ_L P_L], basis: [N, C, Σ_L (2L+1) P_L]
         outputs = [torch.einsum("ncmp,ncp->ncm", basis_l.unflatten(-1, (ir.dim, paths)), weights_l)

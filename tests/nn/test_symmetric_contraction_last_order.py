@@ -1,6 +1,7 @@
 """SymmetricContraction's two ways to the highest order ν (equipot/nn/symmetric_contraction.py):
-through the monomials of order ν, or through those of order ν−1 contracted with U first (chosen
-where it takes fewer rows). Both give the same B, values and derivatives."""
+through the monomials of order ν (the reference, ``contract_last = False``), or through those of
+order ν−1 contracted with U first, one slice per component (what it does). Both give the same
+B, values and derivatives."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ pytestmark = pytest.mark.usefixtures("float64_default_dtype")
 
 
 @pytest.mark.parametrize("l_max, irreps_out, correlation",
-                         [(2, "0e", 3), (1, "0e", 2), (2, "0e", 4), (3, "0e", 3)])
+                         [(2, "0e", 3), (1, "0e", 2), (2, "0e", 4), (3, "0e", 3),
+                          (3, "0e+1o", 3), (3, "0e+1o+2e", 3)])
 def test_contracting_the_last_order_first_changes_nothing(l_max, irreps_out, correlation):
     torch.manual_seed(0)
     module = SymmetricContraction(o3.Irreps.spherical_harmonics(l_max), irreps_out,
@@ -35,9 +37,3 @@ def test_contracting_the_last_order_first_changes_nothing(l_max, irreps_out, cor
     assert through_monomials[0].abs().max() > 0.1
     for ours, reference in zip(contracted, through_monomials):
         torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
-
-
-def test_the_monomials_serve_where_they_are_fewer():
-    module = SymmetricContraction(o3.Irreps.spherical_harmonics(3), "0e+1o+2e",
-                                  num_channels=1, num_species=1, correlation=3)
-    assert not module.contract_last
