@@ -195,6 +195,35 @@ class SymmetricContraction(nn.Module):
         self.weights = nn.Parameter(torch.randn(num_species, num_channels, len(path_order))
                                     * torch.cat(variances).sqrt().to(torch.get_default_dtype()))
 
+        # What the forward pass multiplies with, cut from U once: here, and again whenever a
+        # state dict (a model file's U) is loaded.
+        for name, value in self.derived_couplings().items():
+            self.register_buffer(name, value, persistent=False)
+        self.register_load_state_dict_post_hook(lambda module, _: module.derive_couplings())
+
+    def derived_couplings(self) -> dict[str, torch.Tensor]:
+        """From U (``coupling``): ``order_coupling_ν`` [columns of order ν, monomials of
+        order ν], U's block of the order-ν monomials and paths transposed; with
+        ``contract_last``, ``last_coupling_g`` [k of group g × columns of order ν, its prefix],
+        the V_k of group g's k side by side, transposed."""
+        blocks = [rows.index_select(1, getattr(self, f"order_columns_{order}"))
+                  for order, rows in enumerate(self.coupling.split(self.monomial_counts), 1)]
+        derived = {f"order_coupling_{order}": block.T.contiguous()
+                   for order, block in enumerate(blocks, 1)}
+        if self.contract_last:
+            padded = torch.cat([blocks[-1], blocks[-1].new_zeros(1, blocks[-1].shape[1])])
+            rows = padded.index_select(0, self.last_order_rows).split(
+                [prefix * (end - first) for first, end, prefix in self.last_order_groups])
+            for group, ((_, _, prefix), block) in enumerate(zip(self.last_order_groups, rows)):
+                derived[f"last_coupling_{group}"] = block.view(prefix, -1).T.contiguous()
+        return derived
+
+    @torch.no_grad()
+    def derive_couplings(self) -> None:
+        """Cut the forward pass's matrices from U again (after U was loaded)."""
+        for name, value in self.derived_couplings().items():
+            getattr(self, name).copy_(value)
+
     @torch.no_grad()
     def take_species(self, source: SymmetricContraction, rows: torch.Tensor) -> None:
         """``source``'s weights of species s as those of species ``rows[s]`` here
@@ -205,27 +234,20 @@ class SymmetricContraction(nn.Module):
         # The components of A as rows, [d, N C]: gathering monomials then copies whole rows.
         components = features.flatten(0, 1).T.contiguous()
         monomials = components  # [number of monomials of the order, N C]
-        # Each order's rows of U, restricted to its own columns (from the model's state).
-        couplings = [rows.index_select(1, getattr(self, f"order_columns_{order}"))
-                     for order, rows in enumerate(self.coupling.split(self.monomial_counts), 1)]
-        parts = [couplings[0].T @ monomials]  # B of the order-1 paths [columns, N C]
+        parts = [self.order_coupling_1 @ monomials]  # B of the order-1 paths [columns, N C]
         highest_monomials = self.correlation - 1 if self.contract_last else self.correlation
         for order in range(2, highest_monomials + 1):
             previous, component = getattr(self, f"monomial_steps_{order}")
             monomials = (monomials.index_select(0, previous)
                          * components.index_select(0, component))
-            parts.append(couplings[order - 1].T @ monomials)
+            parts.append(getattr(self, f"order_coupling_{order}") @ monomials)
         if self.contract_last:  # Σ_k A_k ⊙ (V_kᵀ m^{(ν−1)}_{prev ≤ k}), k in groups
             previous = monomials.index_select(0, self.last_order_previous)  # colex order
-            columns = couplings[-1].shape[1]
-            rows = torch.cat([couplings[-1], couplings[-1].new_zeros(1, columns)]).index_select(
-                0, self.last_order_rows)  # every group's [prefix, k, columns], one after another
-            last, start = 0.0, 0
-            for first, end, prefix in self.last_order_groups:
-                coupling = rows[start:start + prefix * (end - first)].view(prefix, -1)
-                partial = (coupling.T @ previous[:prefix]).view(end - first, columns, -1)
+            last = 0.0
+            for group, (first, end, prefix) in enumerate(self.last_order_groups):
+                partial = (getattr(self, f"last_coupling_{group}") @ previous[:prefix]
+                           ).unflatten(0, (end - first, -1))  # [k, columns, N C]
                 last = last + (partial * components[first:end].unsqueeze(1)).sum(0)
-                start += prefix * (end - first)
             parts.append(last)
         basis = torch.cat(parts).index_select(0, self.column_place)  # [Σ_L (2L+1) P_L, N C]
         basis = basis.T.unflatten(0, features.shape[:2])

@@ -37,3 +37,21 @@ def test_contracting_the_last_order_first_changes_nothing(l_max, irreps_out, cor
     assert through_monomials[0].abs().max() > 0.1
     for ours, reference in zip(contracted, through_monomials):
         torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_the_forward_pass_uses_the_coupling_of_a_loaded_state():
+    """U is model state: a state dict's U (here 2U, which doubles every B and so m) must be
+    what the forward pass multiplies with, in this module and inside a parent."""
+    torch.manual_seed(1)
+    module = SymmetricContraction(o3.Irreps.spherical_harmonics(2), "0e+1o", num_channels=3,
+                                  num_species=2, correlation=3)
+    features, species = torch.randn(4, 3, 9), torch.tensor([0, 1, 1, 0])
+    expected = 2 * module(features, species)
+    state = {**module.state_dict(), "coupling": 2 * module.coupling}
+    module.load_state_dict(state)
+    torch.testing.assert_close(module(features, species), expected, rtol=1e-12, atol=1e-12)
+    parent = torch.nn.Sequential(SymmetricContraction(o3.Irreps.spherical_harmonics(2), "0e+1o",
+                                                      num_channels=3, num_species=2,
+                                                      correlation=3))
+    parent.load_state_dict({f"0.{name}": value for name, value in state.items()})
+    torch.testing.assert_close(parent[0](features, species), expected, rtol=1e-12, atol=1e-12)
