@@ -9,7 +9,8 @@ For a model that predicts uncertainties (LLPR, an ensemble), also how well they 
 the errors (Spearman, miscalibration area, NLL; ``equipot.uncertainty.scores``) and
 ``calibration.png``, observed RMSE against predicted σ. ``--against MODEL`` scores a second
 model on the same structures and prints both side by side (``source``: the model a fine-tuned
-one started from, as its file records); ``metrics.json`` then holds its metrics too.
+one started from, as its file records): on the structures made of elements both models know,
+when the second lacks some; ``metrics.json`` then holds its metrics too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+import torch
 
 from equipot import keys
 from equipot.analysis.calibration_plot import write_calibration_plot
@@ -71,11 +74,21 @@ def run(args: argparse.Namespace) -> dict:
     else:
         other_path = compared_model(args.against, model, args.model)
         other = load(other_path, device=args.device)
-        other.check_species(dataset.tensors[keys.ATOMIC_NUMBERS].numpy(), source=str(args.data))
-        against = evaluate(other, dataset, batch_size=args.batch_size).metrics
-        print(f"{dataset.describe()}\n" + format_comparison(
-            {str(args.model): result.metrics, str(other_path): against}))
-        report["against"] = {"model": str(other_path), "metrics": against}
+        known = structures_made_of(dataset, other.species)
+        if not len(known):
+            raise EquipotInputError(f"no structure is made of the elements {other_path} knows "
+                                    f"({other.species}): nothing to compare", str(args.data))
+        shared = dataset if len(known) == len(dataset) else GraphDataset.subset(dataset, known)
+        mine = (result.metrics if shared is dataset
+                else evaluate(model, shared, batch_size=args.batch_size).metrics)
+        against = evaluate(other, shared, batch_size=args.batch_size).metrics
+        print(f"{dataset.describe()}\n{format_table(result.metrics)}")
+        if shared is not dataset:
+            print(f"side by side on the {len(known)} structures made of the elements "
+                  f"{other_path} knows ({other.species}):")
+        print(format_comparison({str(args.model): mine, str(other_path): against}))
+        report["against"] = {"model": str(other_path), "num_structures": len(known),
+                             "metrics": against, "metrics_of_model": mine}
     if result.uncertainty:
         print(format_uncertainty_table(result.uncertainty))
         report["uncertainty"] = result.uncertainty
@@ -86,6 +99,16 @@ def run(args: argparse.Namespace) -> dict:
                                             output_dir / "calibration.png"))
     print(f"wrote {output_dir / 'metrics.json'} and {', '.join(p.name for p in plots)}")
     return result.metrics
+
+
+def structures_made_of(dataset: GraphDataset, species: list[int]) -> torch.Tensor:
+    """Indices of the structures of ``dataset`` whose elements are all among ``species``."""
+    known = torch.isin(dataset.tensors[keys.ATOMIC_NUMBERS], torch.tensor(species))
+    structure = torch.repeat_interleave(torch.arange(len(dataset)),
+                                        dataset.tensors[keys.NUM_ATOMS])
+    unknown = torch.zeros(len(dataset), dtype=torch.long).index_add(0, structure,
+                                                                    (~known).long())
+    return torch.nonzero(unknown == 0).flatten()
 
 
 def compared_model(against: str, model, path: Path) -> Path:

@@ -141,3 +141,14 @@ def test_a_resumed_fine_tuning_run_keeps_its_lineage_and_replay(workdir, capsys)
     tuned = equipot.load(workdir / "resumed" / "model.pt")
     assert tuned.metadata["finetune"]["source"]["path"].endswith("source/model.pt")
     assert tuned.metadata["epochs"] == 4
+
+
+def test_evaluate_compares_on_the_structures_the_source_knows(workdir, capsys):
+    from equipot.cli.evaluate import main
+
+    ase.io.write(workdir / "mixed.xyz", ase.io.read(workdir / "test.xyz", ":3")
+                 + copper_gold(2, seed=4))
+    main(["tuned/model.pt", "mixed.xyz", "--against", "source", "--output-dir", "mixed_out"])
+    report = json.loads((workdir / "mixed_out" / "metrics.json").read_text())
+    assert report["num_structures"] == 5 and report["against"]["num_structures"] == 3
+    assert "side by side on the 3 structures" in capsys.readouterr().out
