@@ -85,3 +85,23 @@ def raw_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     assert saved["global_step"] == 1
     return {key: value for key, value in saved["state_dict"].items()
             if key.startswith("model.") and value.is_floating_point()}
+
+
+def test_a_fine_tuning_run_with_replay_trains_on_two_ranks(workdir):
+    """Replay (a collate_fn drawing from the source's data) and the source's scored set (a
+    second validation loader) under DDP: the run writes its model, with its lineage, and logs
+    the source's errors."""
+    source = [*SMALL, "trainer.max_epochs=1", "dimer_repulsion=null",
+              "short_range.fail_on_error=false", "hydra.run.dir=runs/ft_source"]
+    train(source, workdir)
+    result = train(["finetune.source=runs/ft_source/model.pt", "data.train=valid.xyz",
+                    "data.valid=test.xyz", "trainer.accelerator=cpu", *TWO_RANKS,
+                    "trainer.enable_progress_bar=false", "trainer.max_epochs=2",
+                    "data.batch_size=2", "finetune.replay.per_batch=1",
+                    "finetune.replay.reported=2", "short_range.fail_on_error=false",
+                    "hydra.run.dir=runs/ft_ddp"], workdir)
+    assert result.stdout.count("model written to") == 1
+    tuned = equipot.load(workdir / "runs" / "ft_ddp" / "model.pt")
+    assert tuned.metadata["finetune"]["options"]["replay"]["per_batch"] == 1
+    metrics = (workdir / "runs" / "ft_ddp" / "logs" / "metrics.csv").read_text()
+    assert "source/forces_mae" in metrics.splitlines()[0]
