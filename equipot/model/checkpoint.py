@@ -22,7 +22,7 @@ from equipot.model.exported import ExportedPotential
 from equipot.model.potential import Potential
 from equipot.version import __version__
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 
 def _one_readout_to_readouts_by_stage(checkpoint: dict) -> dict:
@@ -74,6 +74,25 @@ def _one_distance_floor_option(checkpoint: dict) -> dict:
     return {**checkpoint, "model_config": config, "format_version": 4}
 
 
+def _llpr_forces_of_the_first_form(checkpoint: dict) -> dict:
+    """Format 4 → 5: LLPR's force σ was each atom's structure-level rigidity, σ_F,i =
+    β √(φ_iᵀ (FᵀF + ς² I)⁻¹ φ_i), before it became the atom-level one over the training atoms
+    of the atom's element (``equipot.model.llpr``, ``atom_covariance`` [S, H, H]). A file of
+    the first form keeps its σ: every element's atom covariance is FᵀF, its inverse that of
+    FᵀF + ς² I. (``equipot.uncertainty.fitting.fit_llpr`` fits the atom-level form.)"""
+    config, state = checkpoint["model_config"], checkpoint["state_dict"]
+    uncertainty = config.get("uncertainty") or {}
+    if uncertainty.get("method") == "llpr" and "uncertainty.atom_covariance" not in state:
+        count = len(config["species"])
+        state = {**state, **{f"uncertainty.{name}": state[f"uncertainty.{structure}"].expand(
+            count, -1, -1).clone() for name, structure in (
+            ("atom_covariance", "covariance"),
+            ("inverse_atom_covariance", "inverse_covariance"))}}
+        regularizer = uncertainty.get("regularizer", 0.0)  # the same ς², for every element
+        config = {**config, "uncertainty": {**uncertainty, "atom_regularizer": regularizer}}
+    return {**checkpoint, "model_config": config, "state_dict": state, "format_version": 5}
+
+
 def _format_1_to_2(checkpoint: dict) -> dict:
     return _one_readout_to_readouts_by_stage(_nequip_as_format_1_built_it(checkpoint))
 
@@ -81,7 +100,8 @@ def _format_1_to_2(checkpoint: dict) -> dict:
 # format_version k → function upgrading a format-k dict to format k + 1.
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _format_1_to_2,
                                                  2: _drop_e3nn_tensor_product_constants,
-                                                 3: _one_distance_floor_option}
+                                                 3: _one_distance_floor_option,
+                                                 4: _llpr_forces_of_the_first_form}
 
 
 def save_model(path: str | Path, model: Potential, metadata: Mapping | None = None) -> None:

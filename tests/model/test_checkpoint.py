@@ -321,3 +321,30 @@ def test_a_config_key_the_builder_does_not_read_is_refused():
     ignored silently: the model it names would be another."""
     with pytest.raises(ValueError, match=r"unknown keys \['network_floor_factor'\]"):
         build_potential({**MODEL_CONFIG, "network_floor_factor": 0.5})
+
+
+def test_a_first_form_llpr_file_loads_and_predicts_its_force_sigma_as_written(tmp_path):
+    """Files written before the atom-level LLPR (format 4, no ``atom_covariance``) gave each
+    force component the structure-level rigidity of its atom: σ_F,i = β √(φ_iᵀ (FᵀF + ς² I)⁻¹
+    φ_i), i.e. β/α times σ(e_i). They still load, and predict exactly that."""
+    torch.manual_seed(0)
+    config = {**MODEL_CONFIG, "uncertainty": {"method": "llpr", "regularizer": 1e-3,
+                                              "energy_scale": 0.5, "forces_scale": 0.2}}
+    model = build_potential(config, dtype=torch.float64)
+    size = model.num_last_layer_features
+    features = torch.randn(40, size, dtype=torch.float64)
+    covariance = features.T @ features
+    state = {name: value for name, value in model.state_dict().items()
+             if "atom_covariance" not in name}
+    state["uncertainty.covariance"] = covariance
+    state["uncertainty.inverse_covariance"] = torch.linalg.inv(
+        covariance + 1e-3 * torch.eye(size, dtype=torch.float64))
+    torch.save({"format_version": 4, "equipot_version": "0.1.0", "model_config": config,
+                "state_dict": state, "metadata": {"dtype": "float64"}}, tmp_path / "first.pt")
+    loaded = load(tmp_path / "first.pt")
+    batch = Batch.from_data_list([atoms_to_graph(molecule("CH3CH2OH"), 4.0)])
+    out = loaded(batch)
+    torch.testing.assert_close(out[keys.FORCES_UNCERTAINTY],
+                               0.2 / 0.5 * out[keys.ATOMIC_ENERGIES_UNCERTAINTY],
+                               rtol=1e-12, atol=0)
+    assert read_checkpoint(tmp_path / "first.pt")["format_version"] == FORMAT_VERSION
