@@ -18,8 +18,9 @@ writes. The run exits non-zero when training diverges (leaving ``last_finite_wei
 
 A fine-tuning run (``finetune.source``, ``equipot.finetune``) takes its model from the source
 file: the ``model`` section is the source's (``model=…``/``model.…`` overrides are refused),
-the recipe ``finetune`` unless another is named, and ``finetune.json`` in the run directory
-records its lineage, which ``model.pt``'s metadata carries as ``finetune``.
+so is the ``dtype`` unless one is given, the recipe is ``finetune`` unless another is named,
+and ``finetune.json`` in the run directory records its lineage, which ``model.pt``'s metadata
+carries as ``finetune``.
 """
 
 from __future__ import annotations
@@ -221,7 +222,10 @@ def settle_run(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[
                 else dict(config))
     source = (settings.get("finetune") or {}).get("source")
     if source and not settings.get("resume"):
-        settings["model"] = source_model_section(source, overrides)
+        checkpoint = read_checkpoint(source)
+        settings["model"] = source_model_section(source, checkpoint, overrides)
+        if not any(override.split("=")[0] == "dtype" for override in overrides):
+            settings["dtype"] = checkpoint["metadata"].get("dtype", settings["dtype"])
     check_config(settings)
     resumed = None
     if settings["resume"]:
@@ -238,15 +242,15 @@ def settle_run(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[
     return settings, run_dir, resumed
 
 
-def source_model_section(source: str, overrides: Sequence[str]) -> dict:
-    """A fine-tuning run's ``model`` section: the source file's model config. Overrides of
-    the model are refused: the architecture is the source's."""
+def source_model_section(source: str, checkpoint: Mapping, overrides: Sequence[str]) -> dict:
+    """A fine-tuning run's ``model`` section: the model config of the source file (read as
+    ``checkpoint``). Overrides of the model are refused: the architecture is the source's."""
     given = [override for override in overrides
              if override.lstrip("+~").split("=")[0].split(".")[0] in ("model", "physics")]
     if given:
         raise EquipotInputError(f"a fine-tuning run takes its model from {source}, so "
                                 f"{', '.join(given)} cannot be given", field="finetune.source")
-    return dict(read_checkpoint(source)["model_config"])
+    return dict(checkpoint["model_config"])
 
 
 def describe_start(lineage: Mapping) -> str:

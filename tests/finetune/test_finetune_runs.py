@@ -152,3 +152,11 @@ def test_evaluate_compares_on_the_structures_the_source_knows(workdir, capsys):
     report = json.loads((workdir / "mixed_out" / "metrics.json").read_text())
     assert report["num_structures"] == 5 and report["against"]["num_structures"] == 3
     assert "side by side on the 3 structures" in capsys.readouterr().out
+
+
+def test_a_float64_source_fine_tunes_in_float64(workdir):
+    train_here([*SOURCE, "dtype=float64", "trainer.max_epochs=1"], workdir / "source64")
+    tune = [item for item in TUNE if not item.startswith(("finetune.source=", "trainer.max"))]
+    train_here([*tune, "finetune.source=source64/model.pt", "trainer.max_epochs=1"],
+               workdir / "tuned64")
+    assert equipot.load(workdir / "tuned64" / "model.pt").dtype == torch.float64
