@@ -69,9 +69,8 @@ def run(args: argparse.Namespace) -> dict:
               "num_structures": result.num_structures, "labelled": dataset.label_counts(),
               "metrics": result.metrics,
               "units": units_by_quantity()}
-    if args.against is None:
-        print(f"{dataset.describe()}\n{format_table(result.metrics)}")
-    else:
+    print(f"{dataset.describe()}\n{format_table(result.metrics)}")
+    if args.against is not None:
         other_path = compared_model(args.against, model, args.model)
         other = load(other_path, device=args.device)
         known = structures_made_of(dataset, other.species)
@@ -82,7 +81,6 @@ def run(args: argparse.Namespace) -> dict:
         mine = (result.metrics if shared is dataset
                 else evaluate(model, shared, batch_size=args.batch_size).metrics)
         against = evaluate(other, shared, batch_size=args.batch_size).metrics
-        print(f"{dataset.describe()}\n{format_table(result.metrics)}")
         if shared is not dataset:
             print(f"side by side on the {len(known)} structures made of the elements "
                   f"{other_path} knows ({other.species}):")

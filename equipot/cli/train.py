@@ -224,7 +224,7 @@ def settle_run(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[
     if source and not settings.get("resume"):
         checkpoint = read_checkpoint(source)
         settings["model"] = source_model_section(source, checkpoint, overrides)
-        if not any(override.split("=")[0] == "dtype" for override in overrides):
+        if not any(override.lstrip("+~").split("=")[0] == "dtype" for override in overrides):
             settings["dtype"] = checkpoint["metadata"].get("dtype", settings["dtype"])
     check_config(settings)
     resumed = None

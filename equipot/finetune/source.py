@@ -14,33 +14,34 @@ from pathlib import Path
 
 import torch
 
+from equipot import keys
 from equipot.data.dataset import GraphDataset
 from equipot.errors import EquipotInputError
 from equipot.finetune.species import with_species
 from equipot.finetune.statistics import refit_statistics
-from equipot.model.build import DTYPES, build_potential
-from equipot.model.checkpoint import read_checkpoint
+from equipot.model.build import DTYPES
+from equipot.model.checkpoint import load
+from equipot.model.ensemble import Ensemble
 from equipot.model.potential import Potential
 from equipot.train.config import REFITS
-from equipot.train.statistics import compute_statistics
+from equipot.train.statistics import shortest_distances
 
 
 def load_source(path: str | Path, dtype: str) -> Potential:
-    """The network of the model file ``path`` (no uncertainty method) in ``dtype``, with the
-    file's metadata; an ensemble or an exported model is refused."""
-    checkpoint = read_checkpoint(path)
-    config = dict(checkpoint["model_config"])
-    method = (config.pop("uncertainty", None) or {}).get("method")
-    if method == "ensemble":
+    """The network of the model file ``path`` (its uncertainty method dropped) in ``dtype``,
+    with the file's metadata; an ensemble or an exported model is refused."""
+    if Path(path).suffix == ".pt2":
+        raise EquipotInputError("an exported model holds no trainable weights: fine-tune the "
+                                "model file it was exported from", source=str(path),
+                                field="finetune.source")
+    model = load(path, dtype=DTYPES[dtype])
+    if isinstance(model, Ensemble):
         raise EquipotInputError("an ensemble cannot be fine-tuned as one model: fine-tune a "
                                 "member (members/<k>/model.pt of its run)",
                                 source=str(path), field="finetune.source")
-    model = build_potential(config, dtype=DTYPES[dtype])
-    weights = {name: value for name, value in checkpoint["state_dict"].items()
-               if not name.startswith("uncertainty.")}
-    model.load_state_dict(weights)
-    model.metadata = dict(checkpoint["metadata"])
-    return model.eval()
+    model.uncertainty = None
+    model.config = {key: value for key, value in model.config.items() if key != "uncertainty"}
+    return model
 
 
 def file_digest(path: str | Path) -> str:
@@ -52,15 +53,10 @@ def starting_model(options: Mapping, train: GraphDataset,
     """The model a fine-tuning run with ``options`` (the ``finetune`` section) starts from, on
     the new training set ``train``; its ``metadata["finetune"]`` is the lineage to save."""
     source_path = Path(options["source"])
-    if source_path.suffix == ".pt2":
-        raise EquipotInputError("an exported model holds no trainable weights: fine-tune the "
-                                "model file it was exported from", source=str(source_path),
-                                field="finetune.source")
     source = load_source(source_path, dtype)
-    statistics = compute_statistics(train, None, source.config)  # species and distances
-    added = sorted(set(statistics["species"]) - set(source.species))
-    model = with_species(source, added, statistics["shortest_distances"],
-                         statistics["species"])
+    species = sorted(int(z) for z in train.tensors[keys.ATOMIC_NUMBERS].unique())
+    added = sorted(set(species) - set(source.species))
+    model = with_species(source, added, shortest_distances(train, species), species)
     model = refit_statistics(model, train, {name: options[name] for name in REFITS},
                              isolated_atoms, tuple(added))
     model.metadata = {"finetune": {

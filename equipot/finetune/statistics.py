@@ -102,12 +102,11 @@ def refit_statistics(model: Potential, dataset: GraphDataset, choices: Mapping[s
         raise EquipotInputError("refitting reference energies or the shift (or an element "
                                 "without an isolated-atom energy) needs energy labels",
                                 source=dataset.source, field=keys.ENERGY)
-    if from_file:
+    reference[fitted] = 0.0  # the rest of the model, without the E0 being fitted
+    if from_file or fitted:
         model = with_statistics(model, reference_energies=reference.tolist())
     if fitted:
         counts = element_counts(dataset, species)[energy[1]]
-        reference[fitted] = 0.0
-        model = with_statistics(model, reference_energies=reference.tolist())
         rest = predictions(model, dataset)[0][energy[1]]
         reference[fitted] = np.linalg.lstsq(counts[:, fitted], energy[0][energy[1]] - rest,
                                             rcond=None)[0]
