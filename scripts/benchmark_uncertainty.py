@@ -1,7 +1,8 @@
 """Uncertainty of an ensemble run and of its first member's LLPR, in and out of distribution.
 
-Scores ``<run>/model.pt`` (the ensemble) and ``<run>/members/0/model.pt`` (one member, with the
-last-layer prediction rigidity fitted at the end of its training) on an in-distribution test
+Scores ``<run>/model.pt`` (the ensemble) and ``<run>/members/<k>/model.pt`` (one member, with
+the last-layer prediction rigidity fitted at the end of its training; ``--members``, by default
+0) on an in-distribution test
 set and on held-out structures further away (by default acetylacetone's 300 K test set and the
 500 structures of its 600 K file, which no bundled experiment trains on), and on both pooled.
 Columns: force MAE (meV/Å); mean predicted σ of a force component (meV/Å); Spearman's rank
@@ -80,10 +81,14 @@ def main() -> None:
     parser.add_argument("--refit-llpr", action="store_true",
                         help="fit member 0's LLPR again, on the run's own training and "
                              "validation split (for a run written by an older equipot)")
+    parser.add_argument("--members", type=int, nargs="+", default=[0],
+                        help="the members whose LLPR is scored")
     arguments = parser.parse_args()
-    path = arguments.run / "members" / "0" / "model.pt"
-    member = refit_llpr(path, arguments.run) if arguments.refit_llpr else equipot.load(path)
-    models = {"ensemble": equipot.load(arguments.run / "model.pt"), "LLPR (member 0)": member}
+    models = {"ensemble": equipot.load(arguments.run / "model.pt")}
+    for k in arguments.members:
+        path = arguments.run / "members" / str(k) / "model.pt"
+        models[f"LLPR (member {k})"] = (refit_llpr(path, arguments.run) if arguments.refit_llpr
+                                        else equipot.load(path))
     print("| method | structures | F MAE | mean σ_F | Spearman F/structure | F/atom | E | "
           "miscal. F | miscal. E | NLL F |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
