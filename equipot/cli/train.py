@@ -44,6 +44,7 @@ from equipot.analysis.evaluation import evaluate, format_table
 from equipot.analysis.short_range import banner, check_short_range, format_report
 from equipot.cli import exit_on_error
 from equipot.data.datamodule import AtomisticDataModule
+from equipot.datasets import portable
 from equipot.errors import EquipotInputError, EquipotRunError
 from equipot.finetune.replay import add_source_data
 from equipot.finetune.source import initial_weights, starting_model
@@ -185,7 +186,8 @@ def fit(settings: Mapping, model_config: Mapping, datamodule: AtomisticDataModul
     metadata = {"dtype": settings["dtype"], "seed": seed, "epochs": trainer.current_epoch,
                 "best_epoch": validation.get("epoch"), "weights": module.selected_weights,
                 "validation": validation, "best_checkpoint": checkpoints.best_model_path,
-                "data": {name: settings["data"][name] for name in ("train", "valid", "test")}}
+                "data": {name: portable(settings["data"][name])
+                         for name in ("train", "valid", "test")}}
     return model, metadata, run_dir
 
 

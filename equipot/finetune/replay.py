@@ -1,6 +1,7 @@
 """The source's training data in a fine-tuning run: replayed in every batch and scored.
 
-The data is the file the source model records (``metadata["data"]["train"]``) or
+The data is the file the source model records (``metadata["data"]["train"]``; bundled data
+by name, found in this installation: ``equipot.datasets.located``) or
 ``finetune.replay.data``. ``finetune.replay.reported`` structures of it, drawn with the run's
 seed, are held out and scored at every validation (``source/forces_mae`` …, the selected
 weights), so that forgetting shows while it happens; the rest is the replay pool, of which
@@ -18,12 +19,13 @@ import numpy as np
 from equipot.data.datamodule import AtomisticDataModule
 from equipot.data.dataset import GraphDataset
 from equipot.data.replay import aligned
+from equipot.datasets import located
 from equipot.errors import EquipotInputError
 
 
 def source_data(options: Mapping, lineage: Mapping) -> str | None:
     """The path of the source's training data: given, or recorded in its model file."""
-    return options["replay"]["data"] or (lineage["source"].get("data") or {}).get("train")
+    return options["replay"]["data"] or located((lineage["source"].get("data") or {}).get("train"))
 
 
 def add_source_data(datamodule: AtomisticDataModule, options: Mapping, lineage: Mapping,

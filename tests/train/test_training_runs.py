@@ -29,6 +29,7 @@ from equipot.data.dataset import GraphDataset
 from equipot.datasets import bundled
 from equipot.datasets.emt import emt_copper
 from equipot.errors import EquipotInputError, EquipotRunError
+from equipot.model.checkpoint import read_checkpoint
 from equipot.train.config import check_config
 from equipot.train.lightning_checkpoint import model_from_checkpoint
 from equipot.train.loss import WeightedLoss
@@ -357,6 +358,9 @@ def test_thirty_default_epochs_of_schnet_pass_the_short_range_check(tmp_path):
     and C–C (dips of 0.13 and 0.08 eV) and still exited 0. About 50 s."""
     summary = default_ethanol_run("schnet", tmp_path)
     assert summary["passed"] and len(summary["pairs"]) == 6
+    # the model file names its bundled data so that another installation finds it
+    recorded = read_checkpoint(tmp_path / "schnet" / "model.pt")["metadata"]["data"]
+    assert recorded["train"] == "bundled:rmd17_ethanol/train.xyz"
 
 
 @pytest.mark.slow
