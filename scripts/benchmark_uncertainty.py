@@ -1,15 +1,14 @@
-"""Uncertainty of an ensemble run and of its first member's LLPR, in and out of distribution.
+"""Uncertainty of an ensemble run and of its members' LLPR, in and out of distribution.
 
 Scores ``<run>/model.pt`` (the ensemble) and ``<run>/members/<k>/model.pt`` (one member, with
 the last-layer prediction rigidity fitted at the end of its training; ``--members``, by default
-0) on an in-distribution test
-set and on held-out structures further away (by default acetylacetone's 300 K test set and the
-500 structures of its 600 K file, which no bundled experiment trains on), and on both pooled.
-Columns: force MAE (meV/Å); mean predicted σ of a force component (meV/Å); Spearman's rank
-correlation of σ and error per structure (force RMSE against RMS σ), per atom, and for energies;
-miscalibration area of force components and energies; NLL of force components. Run from the
-repository root after e.g. ``equipot-train experiment=acac_mace ensemble.size=4
-hydra.run.dir=runs/acac_ensemble``:
+0) on an in-distribution test set and on held-out structures further away (by default
+acetylacetone's 300 K test set and the 500 structures of its 600 K file, which no bundled
+experiment trains on), and on both pooled. Columns: force MAE (meV/Å); mean predicted σ of a
+force component (meV/Å); Spearman's rank correlation of σ and error per structure (force RMSE
+against RMS σ), per atom, and for energies; miscalibration area of force components and
+energies; NLL of force components. Run from the repository root after e.g. ``equipot-train
+experiment=acac_mace ensemble.size=4 hydra.run.dir=runs/acac_ensemble``:
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/benchmark_uncertainty.py runs/acac_ensemble
 """
@@ -26,8 +25,7 @@ import equipot
 from equipot.analysis.evaluation import UncertaintyPairs
 from equipot.data.dataset import GraphDataset
 from equipot.datasets import bundled
-from equipot.model.build import DTYPES, build_potential
-from equipot.model.checkpoint import read_checkpoint
+from equipot.finetune.source import load_source
 from equipot.uncertainty.fitting import fit_llpr
 from equipot.uncertainty.scores import uncertainty_report
 
@@ -60,12 +58,7 @@ def row(method: str, name: str, arrays: dict) -> str:
 def refit_llpr(path: Path, run: Path):
     """The model of ``path`` (its network: any uncertainty it has is dropped) with its LLPR
     fitted on the split of ``run`` (config.yaml, split_indices.json)."""
-    checkpoint = read_checkpoint(path)
-    config = {k: v for k, v in checkpoint["model_config"].items() if k != "uncertainty"}
-    model = build_potential(config, dtype=DTYPES[checkpoint["metadata"].get("dtype", "float32")])
-    model.load_state_dict({name: value for name, value in checkpoint["state_dict"].items()
-                           if not name.startswith("uncertainty.")})
-    model.eval()
+    model = load_source(path)
     settings = yaml.safe_load((run / "config.yaml").read_text())
     split = json.loads((run / "split_indices.json").read_text())
     everything = GraphDataset.from_file(settings["data"]["train"], model.cutoff)
@@ -79,7 +72,7 @@ def main() -> None:
     parser.add_argument("--near", type=Path, default=Path(bundled("acac/test_MD_300K.xyz")))
     parser.add_argument("--far", type=Path, default=Path(bundled("acac/train_600K.xyz")))
     parser.add_argument("--refit-llpr", action="store_true",
-                        help="fit member 0's LLPR again, on the run's own training and "
+                        help="fit the members' LLPR again, on the run's own training and "
                              "validation split (for a run written by an older equipot)")
     parser.add_argument("--members", type=int, nargs="+", default=[0],
                         help="the members whose LLPR is scored")

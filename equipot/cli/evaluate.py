@@ -32,6 +32,7 @@ from equipot.errors import EquipotInputError
 from equipot.io import atomic_write_text
 from equipot.model.checkpoint import load
 from equipot.train.metrics import units_by_quantity
+from equipot.train.statistics import element_counts
 from equipot.uncertainty.scores import format_uncertainty_table
 
 
@@ -101,12 +102,10 @@ def run(args: argparse.Namespace) -> dict:
 
 def structures_made_of(dataset: GraphDataset, species: list[int]) -> torch.Tensor:
     """Indices of the structures of ``dataset`` whose elements are all among ``species``."""
-    known = torch.isin(dataset.tensors[keys.ATOMIC_NUMBERS], torch.tensor(species))
-    structure = torch.repeat_interleave(torch.arange(len(dataset)),
-                                        dataset.tensors[keys.NUM_ATOMS])
-    unknown = torch.zeros(len(dataset), dtype=torch.long).index_add(0, structure,
-                                                                    (~known).long())
-    return torch.nonzero(unknown == 0).flatten()
+    present = sorted(int(z) for z in dataset.tensors[keys.ATOMIC_NUMBERS].unique())
+    unknown = [column for column, z in enumerate(present) if z not in species]
+    counts = torch.from_numpy(element_counts(dataset, present))
+    return torch.nonzero(counts[:, unknown].sum(1) == 0).flatten()
 
 
 def compared_model(against: str, model, path: Path) -> Path:

@@ -67,6 +67,7 @@ from equipot.train.run_directory import (
     ContinuingCSVLogger,
     find_checkpoint,
     is_launch_rank_zero,
+    override_key,
     prepare_new_run,
     resumed_settings,
 )
@@ -226,7 +227,7 @@ def settle_run(config: DictConfig | Mapping, run_dir: Path, overrides: Sequence[
     if source and not settings.get("resume"):
         checkpoint = read_checkpoint(source)
         settings["model"] = source_model_section(source, checkpoint, overrides)
-        if not any(override.lstrip("+~").split("=")[0] == "dtype" for override in overrides):
+        if "dtype" not in map(override_key, overrides):
             settings["dtype"] = checkpoint["metadata"].get("dtype", settings["dtype"])
     check_config(settings)
     resumed = None
@@ -248,7 +249,7 @@ def source_model_section(source: str, checkpoint: Mapping, overrides: Sequence[s
     """A fine-tuning run's ``model`` section: the model config of the source file (read as
     ``checkpoint``). Overrides of the model are refused: the architecture is the source's."""
     given = [override for override in overrides
-             if override.lstrip("+~").split("=")[0].split(".")[0] in ("model", "physics")]
+             if override_key(override).split(".")[0] in ("model", "physics")]
     if given:
         raise EquipotInputError(f"a fine-tuning run takes its model from {source}, so "
                                 f"{', '.join(given)} cannot be given", field="finetune.source")

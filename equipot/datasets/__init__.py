@@ -10,24 +10,23 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+ROOT = Path(str(resources.files(__name__)))  # where the bundled files are
+PREFIX = "bundled:"  # how a model file records one (``portable``)
+
 
 def bundled(name: str) -> str:
     """Absolute path of a bundled file, e.g. ``bundled("rmd17_ethanol/train.xyz")``."""
-    path = Path(str(resources.files(__name__).joinpath(name)))
+    path = ROOT / name
     if not path.exists():
         raise FileNotFoundError(f"equipot has no bundled file '{name}'")
     return str(path)
-
-
-PREFIX = "bundled:"
 
 
 def portable(path: str | None) -> str | None:
     """``bundled:<name>`` for a path inside equipot's bundled data; any other path as given."""
     if path is None:
         return None
-    root = Path(str(resources.files(__name__))).resolve()
-    resolved = Path(path).resolve()
+    resolved, root = Path(path).resolve(), ROOT.resolve()
     if resolved.is_relative_to(root) and resolved.is_file():
         return PREFIX + resolved.relative_to(root).as_posix()
     return path

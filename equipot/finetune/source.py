@@ -27,14 +27,15 @@ from equipot.train.config import REFITS
 from equipot.train.statistics import shortest_distances
 
 
-def load_source(path: str | Path, dtype: str) -> Potential:
-    """The network of the model file ``path`` (its uncertainty method dropped) in ``dtype``,
-    with the file's metadata; an ensemble or an exported model is refused."""
+def load_source(path: str | Path, dtype: str | None = None) -> Potential:
+    """The network of the model file ``path`` (its uncertainty method dropped) in ``dtype``
+    (by default the file's), with the file's metadata; an ensemble or an exported model is
+    refused."""
     if Path(path).suffix == ".pt2":
         raise EquipotInputError("an exported model holds no trainable weights: fine-tune the "
                                 "model file it was exported from", source=str(path),
                                 field="finetune.source")
-    model = load(path, dtype=DTYPES[dtype])
+    model = load(path, dtype=DTYPES[dtype] if dtype else None)
     if isinstance(model, Ensemble):
         raise EquipotInputError("an ensemble cannot be fine-tuned as one model: fine-tune a "
                                 "member (members/<k>/model.pt of its run)",

@@ -88,6 +88,11 @@ def find_checkpoint(resume: str | Path) -> tuple[Path, Path]:
     return run_dir, checkpoint
 
 
+def override_key(override: str) -> str:
+    """The key a Hydra command-line override sets: ``data.train`` of ``+data.train=x.xyz``."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
 def resumed_settings(run_dir: Path, requested: Mapping, overrides: Sequence[str]) -> dict:
     """The saved config of the run in ``run_dir`` with the budget (``RESUMABLE``) of
     ``requested``, the config this invocation composed from ``overrides`` (Hydra's). Any other
@@ -95,7 +100,7 @@ def resumed_settings(run_dir: Path, requested: Mapping, overrides: Sequence[str]
     settings = yaml.safe_load((run_dir / CONFIG).read_text())
     saved = copy.deepcopy(settings)
     for override in overrides:
-        key = override.lstrip("+~").split("=", 1)[0]
+        key = override_key(override)
         if key in ("resume", "overwrite") or key.startswith("hydra."):
             continue
         if key in RESUMABLE:
