@@ -93,6 +93,9 @@ def main() -> None:
             print(row(method, name, arrays), flush=True)
         ratio = far["force_sigmas"].mean() / near["force_sigmas"].mean()
         print(f"| {method} | mean σ_F far / near | {ratio:.2f} | | | | | | | |", flush=True)
+        fitted = {name: value for name, value in model.config["uncertainty"].items()
+                  if name != "method"}
+        print(f"<!-- {method}: {fitted} -->", flush=True)
 
 
 if __name__ == "__main__":

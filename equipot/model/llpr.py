@@ -24,8 +24,10 @@ of its element s: with Φ_s the rows φ_j of the training atoms of element s,
 the leverage of atom i's environment among the training environments of its element. It costs
 two small quadratic forms per atom beyond the forward pass. On acetylacetone it orders
 structures by force error with Spearman 0.87, where atom i's structure-level rigidity
-σ(e_i)/α did not at all (−0.01; docs/benchmarks.md). α, β, ς² and λ² are calibrated on
-validation data (``equipot.uncertainty.fitting``).
+σ(e_i)/α did not at all (−0.01; docs/benchmarks.md). Since each element's leverage is measured
+against its own N_s training atoms (about H / N_s in distribution), its size says nothing of
+that element's error level: β = β_s is one scale per element. α, β_s, ς² and λ² are calibrated
+on validation data (``equipot.uncertainty.fitting``).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ class LLPROptions:
     regularizer: float = 0.0  # ς² / (mean diagonal of FᵀF per training structure)
     atom_regularizer: float = 0.0  # λ² / (mean diagonal of Φ_sᵀΦ_s per training atom of s)
     energy_scale: float = 1.0  # α
-    forces_scale: float = 1.0  # β, 1/Å
+    # β_s, 1/Å: one per element of the model's species, in order (one number: every element's)
+    forces_scale: float | tuple[float, ...] = 1.0
 
 
 class LastLayerRigidity(nn.Module):
@@ -53,13 +56,19 @@ class LastLayerRigidity(nn.Module):
     model, filled by ``equipot.uncertainty.fitting.fit_llpr``: ``covariance`` FᵀF [H, H] and
     ``atom_covariance`` Φ_sᵀΦ_s [S, H, H] of the training set (kept so that the model can be
     calibrated again), and their regularised inverses ``inverse_covariance`` and
-    ``inverse_atom_covariance``."""
+    ``inverse_atom_covariance``; ``forces_scales`` β_s [S] comes from the options."""
 
     method = "llpr"
 
     def __init__(self, num_features: int, num_species: int, options: LLPROptions):
         super().__init__()
         self.options = options
+        scales = torch.as_tensor(options.forces_scale, dtype=torch.float64)
+        if scales.dim() > 1 or scales.numel() not in (1, num_species):
+            raise ValueError(f"uncertainty.forces_scale needs one number, or one per element "
+                             f"({num_species}), got {options.forces_scale}")
+        self.register_buffer("forces_scales", scales.expand(num_species).clone(),
+                             persistent=False)
         for name in ("covariance", "inverse_covariance"):
             self.register_buffer(name, torch.zeros(num_features, num_features,
                                                    dtype=torch.float64))
@@ -74,7 +83,7 @@ class LastLayerRigidity(nn.Module):
         return {keys.ENERGY_UNCERTAINTY: self.options.energy_scale * rigidity(totals, inverse),
                 keys.ATOMIC_ENERGIES_UNCERTAINTY: (self.options.energy_scale
                                                    * rigidity(features, inverse)),
-                keys.FORCES_UNCERTAINTY: self.options.forces_scale * rigidity(
+                keys.FORCES_UNCERTAINTY: self.forces_scales.double()[species] * rigidity(
                     features, self.inverse_atom_covariance.double(), species)}
 
 

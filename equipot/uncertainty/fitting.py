@@ -4,7 +4,9 @@ calibration of LLPR or an ensemble on a validation set. The result is a model wh
 
 Calibration makes predicted σ and observed errors agree on the validation set: a scale s on σ,
 s² = ⟨e²⟩ / ⟨σ²⟩, so that the RMS of the calibrated σ is the RMSE, separately for energies
-(per structure; per-atom energies share it) and for force components. (The Gaussian likelihood
+(per structure; per-atom energies share it) and for force components, those of LLPR element
+by element (each element's force leverage is measured among its own training atoms, so only
+its own errors can scale it). (The Gaussian likelihood
 would be highest at s² = ⟨e²/σ²⟩ instead, which a few confident but wrong predictions inflate:
 on small validation sets it made σ 25 % larger than the errors.) For LLPR the regularisers,
 which shape σ across structures and atoms, are chosen on a grid by the Gaussian likelihood: ς²
@@ -55,6 +57,16 @@ def scale_factor(errors: torch.Tensor, sigmas: torch.Tensor) -> float:
     if errors.numel() == 0 or not bool((sigmas > 0).any()):
         return 1.0
     return float((errors.square().mean() / sigmas.square().mean()).sqrt())
+
+
+def element_scale_factors(errors: torch.Tensor, sigmas: torch.Tensor, species: torch.Tensor,
+                          num_species: int) -> torch.Tensor:
+    """s_s [S] (float64): ``scale_factor`` over the items [items] of each element s; an element
+    without validation items takes the scale of all items."""
+    every = scale_factor(errors, sigmas)
+    return torch.tensor([scale_factor(errors[species == s], sigmas[species == s])
+                         if bool((species == s).any()) else every for s in range(num_species)],
+                        dtype=torch.float64)
 
 
 def residuals(model: Potential | Ensemble, dataset, batch_size: int = 16,
@@ -135,16 +147,22 @@ def inverse_covariance(covariance: torch.Tensor, relative: float, count: torch.T
 
 def best_regularized(errors: torch.Tensor, features: torch.Tensor, covariance: torch.Tensor,
                      count, species: torch.Tensor | None = None
-                     ) -> tuple[float, float, torch.Tensor]:
+                     ) -> tuple[float, float | list[float], torch.Tensor]:
     """(relative regulariser, scale, inverse) of the highest Gaussian likelihood of ``errors``
-    [items, …] on the grid RELATIVE_REGULARIZERS, the scale fitted at each point; (0, 1,
-    pseudo-inverse) without errors."""
+    [items, …] on the grid RELATIVE_REGULARIZERS, the scale fitted at each point: one, or with
+    ``species`` [items] one per element of the covariances [S, H, H]; (0, 1, pseudo-inverse)
+    without errors."""
     best = None
     for relative in RELATIVE_REGULARIZERS if errors.numel() else (0.0,):
         inverse = inverse_covariance(covariance, relative, count)
         sigma = rigidity(features, inverse, species)
-        scale = scale_factor(errors, sigma)
-        shaped = (scale * sigma).reshape(len(sigma), *([1] * (errors.dim() - 1)))
+        if species is None:
+            scale = scale_factor(errors, sigma)
+            scaled = scale * sigma
+        else:
+            scales = element_scale_factors(errors, sigma, species, len(covariance))
+            scale, scaled = scales.tolist(), scales[species] * sigma
+        shaped = scaled.reshape(len(sigma), *([1] * (errors.dim() - 1)))
         nll = gaussian_nll(errors, shaped) if errors.numel() else 0.0
         if math.isfinite(nll) and (best is None or nll < best[0]):
             best = (nll, relative, scale, inverse)
@@ -172,8 +190,8 @@ def with_uncertainty(model: Potential | Ensemble, uncertainty: Mapping,
 
 def fit_llpr(model: Potential, train, valid, batch_size: int = 16) -> Potential:
     """``model`` with a last-layer prediction rigidity fitted on ``train`` (FᵀF, Φ_sᵀΦ_s) and
-    calibrated on ``valid`` (ς² and α by its energies, λ² and β by its forces), as a new
-    model (``equipot.model.llpr``)."""
+    calibrated on ``valid`` (ς² and α by its energies, λ² and each element's β_s by its
+    forces), as a new model (``equipot.model.llpr``)."""
     structures, atoms, atom_counts = feature_covariances(model, train, batch_size)
     observed = residuals(model, valid, batch_size, llpr_features=True)
     regularizer, alpha, inverse = best_regularized(

@@ -10,7 +10,7 @@ from torch_geometric.data import Batch
 from equipot import EquipotCalculator, keys, load, save_model
 from equipot.data.dataset import GraphDataset
 from equipot.data.graph import atoms_to_graph
-from equipot.datasets.emt import emt_copper
+from equipot.datasets.emt import emt_copper, label_with_emt
 from equipot.uncertainty.fitting import fit_llpr
 
 from conftest import (
@@ -99,8 +99,9 @@ def assert_closed_form(model, with_llpr, training, structures):
                                    options.energy_scale * quadratic(phi, inverse), rtol=1e-8)
         expected = [quadratic(phi[k:k + 1], atom_inverse[z])[0]
                     for k, z in enumerate(atoms.numbers)]
-        np.testing.assert_allclose(results["forces_uncertainty"],
-                                   options.forces_scale * np.array(expected), rtol=1e-8)
+        scales = np.broadcast_to(options.forces_scale, len(model.species))
+        np.testing.assert_allclose(results["forces_uncertainty"], np.array(expected) * scales[
+            model.species_of_z[torch.as_tensor(atoms.numbers)].numpy()], rtol=1e-8)
 
 
 def test_llpr_is_the_closed_form_of_the_gradient_features(fitted):
@@ -154,3 +155,49 @@ def test_llpr_of_a_molecule_model(build_model):
     data = GraphDataset.from_atoms(molecules, model.cutoff)
     with_llpr = fit_llpr(model, data, data)
     assert_closed_form(model, with_llpr, molecules, [make_ethanol(9)])
+
+
+def emt_copper_gold(count: int, seed: int) -> list:
+    """EMT Cu cells with half of each cell's atoms, chosen at random, turned into Au and the
+    cell labelled by EMT again."""
+    rng = np.random.default_rng(seed)
+    structures = []
+    for atoms in emt_copper(count, seed=seed):
+        numbers = atoms.numbers.copy()
+        numbers[rng.permutation(len(atoms))[: len(atoms) // 2]] = 79
+        atoms.numbers = numbers
+        structures.append(label_with_emt(atoms))
+    return structures
+
+
+COPPER_GOLD = {**MODEL_CONFIG, "species": [29, 79], "reference_energies": [-4.0, -4.0]}
+
+
+@pytest.fixture(scope="module")
+def copper_gold_model():
+    from conftest import make_model
+
+    return make_model(COPPER_GOLD)
+
+
+def test_llpr_calibrates_each_element_to_its_own_force_rmse(copper_gold_model):
+    """An element's force leverage is measured among its own training atoms, so its size
+    (about H / N_s in distribution) says nothing of that element's error level: β is fitted
+    per element, and on the validation set each element's RMS σ_F is its force RMSE."""
+    train, valid = (GraphDataset.from_atoms(emt_copper_gold(count, seed), COPPER_GOLD["cutoff"])
+                    for count, seed in ((12, 0), (6, 1)))
+    fitted = fit_llpr(copper_gold_model, train, valid)
+    batch = Batch.from_data_list([valid[k] for k in range(len(valid))])
+    out = fitted(batch)
+    for z in (29, 79):
+        atoms = batch[keys.ATOMIC_NUMBERS] == z
+        rmse = (out[keys.FORCES][atoms] - batch[keys.FORCES][atoms]).square().mean().sqrt()
+        rms_sigma = out[keys.FORCES_UNCERTAINTY][atoms].square().mean().sqrt()
+        assert float(rms_sigma) == pytest.approx(float(rmse), rel=1e-9), z
+
+
+def test_an_element_absent_from_validation_takes_the_scale_of_all_atoms(copper_gold_model):
+    train = GraphDataset.from_atoms(emt_copper_gold(12, 0), COPPER_GOLD["cutoff"])
+    copper_only = GraphDataset.from_atoms(emt_copper(6, seed=1), COPPER_GOLD["cutoff"])
+    copper, gold = fit_llpr(copper_gold_model, train, copper_only).uncertainty.options.forces_scale
+    assert gold == copper != 1.0
