@@ -180,10 +180,11 @@ def copper_gold_model():
     return make_model(COPPER_GOLD)
 
 
-def test_llpr_calibrates_each_element_to_its_own_force_rmse(copper_gold_model):
+def test_llpr_calibrates_each_element_to_its_own_force_rmse(copper_gold_model, tmp_path):
     """An element's force leverage is measured among its own training atoms, so its size
     (about H / N_s in distribution) says nothing of that element's error level: β is fitted
-    per element, and on the validation set each element's RMS σ_F is its force RMSE."""
+    per element, and on the validation set each element's RMS σ_F is its force RMSE, also
+    after the model file is saved and loaded."""
     train, valid = (GraphDataset.from_atoms(emt_copper_gold(count, seed), COPPER_GOLD["cutoff"])
                     for count, seed in ((12, 0), (6, 1)))
     fitted = fit_llpr(copper_gold_model, train, valid)
@@ -194,6 +195,10 @@ def test_llpr_calibrates_each_element_to_its_own_force_rmse(copper_gold_model):
         rmse = (out[keys.FORCES][atoms] - batch[keys.FORCES][atoms]).square().mean().sqrt()
         rms_sigma = out[keys.FORCES_UNCERTAINTY][atoms].square().mean().sqrt()
         assert float(rms_sigma) == pytest.approx(float(rmse), rel=1e-9), z
+    save_model(tmp_path / "model.pt", fitted)
+    loaded = load(tmp_path / "model.pt", dtype=torch.float64)
+    torch.testing.assert_close(loaded(batch)[keys.FORCES_UNCERTAINTY],
+                               out[keys.FORCES_UNCERTAINTY], rtol=1e-12, atol=0)
 
 
 def test_an_element_absent_from_validation_takes_the_scale_of_all_atoms(copper_gold_model):
