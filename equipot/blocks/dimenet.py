@@ -280,10 +280,17 @@ class DimeNetOutput(Readout):
     def last_layer(self) -> nn.Linear:
         return self.out
 
-    def last_layer_features(self, messages: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    @property
+    def num_inputs(self) -> int:
+        return self.up.out_features
+
+    def inputs(self, messages: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         t = scatter_sum(self.rbf(radial_basis(geometry)) * messages, geometry.centre,
                         geometry.num_atoms)
-        return self.layers(self.up(t))
+        return self.up(t)
+
+    def hidden_layers(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
 
 
 @dataclass(frozen=True)

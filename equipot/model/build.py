@@ -88,7 +88,8 @@ def build_potential(config: Mapping, dtype: torch.dtype = torch.float32
     model = build_network_potential(config, dtype)
     if method == "llpr":
         model.uncertainty = LastLayerRigidity(model.num_last_layer_features,
-                                              len(model.species), LLPROptions(**uncertainty))
+                                              model.num_readout_inputs, len(model.species),
+                                              LLPROptions(**uncertainty))
     return model
 
 

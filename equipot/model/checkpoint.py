@@ -19,10 +19,11 @@ from equipot.errors import EquipotInputError
 from equipot.io import atomic_save
 from equipot.model.build import DTYPES, build_potential
 from equipot.model.exported import ExportedPotential
+from equipot.model.llpr import LAST_LAYER
 from equipot.model.potential import Potential
 from equipot.version import __version__
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 
 
 def _one_readout_to_readouts_by_stage(checkpoint: dict) -> dict:
@@ -93,6 +94,18 @@ def _llpr_forces_of_the_first_form(checkpoint: dict) -> dict:
     return {**checkpoint, "model_config": config, "state_dict": state, "format_version": 5}
 
 
+def _llpr_forces_of_the_last_layer(checkpoint: dict) -> dict:
+    """Format 5 → 6: LLPR's force rigidity read each atom's last-layer features φ_i alone,
+    before it read the last readout's inputs beside them (ψ_i = [φ_i, x_i],
+    ``equipot.model.llpr``). A file of format 5 says so (``force_features: last_layer``) and
+    keeps its σ."""
+    config = checkpoint["model_config"]
+    uncertainty = config.get("uncertainty") or {}
+    if uncertainty.get("method") == "llpr" and "force_features" not in uncertainty:
+        config = {**config, "uncertainty": {**uncertainty, "force_features": LAST_LAYER}}
+    return {**checkpoint, "model_config": config, "format_version": 6}
+
+
 def _format_1_to_2(checkpoint: dict) -> dict:
     return _one_readout_to_readouts_by_stage(_nequip_as_format_1_built_it(checkpoint))
 
@@ -101,7 +114,8 @@ def _format_1_to_2(checkpoint: dict) -> dict:
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _format_1_to_2,
                                                  2: _drop_e3nn_tensor_product_constants,
                                                  3: _one_distance_floor_option,
-                                                 4: _llpr_forces_of_the_first_form}
+                                                 4: _llpr_forces_of_the_first_form,
+                                                 5: _llpr_forces_of_the_last_layer}
 
 
 def save_model(path: str | Path, model: Potential, metadata: Mapping | None = None) -> None:

@@ -44,7 +44,8 @@ class Potential(nn.Module):
     (``equipot.physics.distance_floor``): the edge lengths the network reads are floored per
     pair of elements; energy terms read the true ones. ``uncertainty`` (None, or set by
     ``build_potential``, ``equipot.model.llpr``): a module mapping the scaled last-layer
-    features [N, H] to predicted standard deviations, returned with the predictions."""
+    features [N, H] and the last readout's inputs [N, X] to predicted standard deviations,
+    returned with the predictions."""
 
     def __init__(self, config: Mapping, species: Sequence[int], cutoff: float,
                  embedding: nn.Module | None, radial_basis: nn.Module, envelope: nn.Module,
@@ -74,6 +75,7 @@ class Potential(nn.Module):
         self.envelope = envelope
         self.blocks = nn.ModuleList(blocks)
         self.readouts = nn.ModuleDict({str(stage): readouts[stage] for stage in sorted(readouts)})
+        self.last_readout_stage = str(max(readouts)) if readouts else None
         self.energy_terms = nn.ModuleList(energy_terms)
         self.distance_floor = distance_floor
         self.uncertainty: nn.Module | None = None  # see equipot.model.llpr
@@ -151,7 +153,7 @@ class Potential(nn.Module):
             network_geometry = geometry.with_lengths(
                 vectors * (floored / lengths).unsqueeze(-1), floored)
 
-        collected = [] if collect_features or self.uncertainty is not None else None
+        collected = ([], []) if collect_features or self.uncertainty is not None else None
         features, network_energies = None, lengths.new_zeros(z.shape[0])
         if self.embedding is not None:
             features = self.embedding(network_geometry)
@@ -161,7 +163,7 @@ class Potential(nn.Module):
                 network_energies = network_energies + self._read(stage, features,
                                                                  network_geometry, collected)
         if collect_features:
-            return self._scaled(collected)
+            return self._rigidity_features(collected)
         atomic_energies = (self.scale * network_energies + self.shift).double()
         atomic_energies = atomic_energies + self.reference_energies[species]
         term_outputs = {}  # charges, dipoles … of terms that give more than energies
@@ -171,7 +173,7 @@ class Potential(nn.Module):
         energy = scatter_sum(atomic_energies, atom_graph, num_graphs)
         out = {keys.ENERGY: energy, keys.ATOMIC_ENERGIES: atomic_energies, **term_outputs}
         if self.uncertainty is not None:
-            out.update(self.uncertainty(self._scaled(collected).detach(), species,
+            out.update(self.uncertainty(*self._rigidity_features(collected), species,
                                         atom_graph, num_graphs))
         if not gradient_inputs:
             return out
@@ -191,23 +193,34 @@ class Potential(nn.Module):
         return out
 
     def _read(self, stage: int, features: torch.Tensor, geometry: Geometry,
-              collected: list | None) -> torch.Tensor | float:
+              collected: tuple[list, list] | None) -> torch.Tensor | float:
         """Per-atom energies [N] read from ``stage``'s features, or 0 where it has no readout;
-        its last-layer features [N, H] (and [N, 1] ones for a bias) appended to ``collected``."""
+        its last-layer features [N, H] (and [N, 1] ones for a bias) appended to
+        ``collected[0]``, and the last readout's inputs [N, X] to ``collected[1]`` where it
+        has hidden layers (otherwise its inputs are its last-layer features)."""
         if str(stage) not in self.readouts:
             return 0.0
         readout = self.readouts[str(stage)]
         if collected is None:
             return readout(features, geometry)
-        phi = readout.last_layer_features(features, geometry)
-        collected.append(phi)
+        last_layer, inputs = collected
+        x = readout.inputs(features, geometry)
+        phi = readout.hidden_layers(x)
+        last_layer.append(phi)
         if readout.last_layer.bias is not None:
-            collected.append(torch.ones_like(phi[:, :1]))
+            last_layer.append(torch.ones_like(phi[:, :1]))
+        if str(stage) == self.last_readout_stage and readout.has_hidden_layers:
+            inputs.append(x)
         return readout.last_layer(phi).squeeze(-1)
 
-    def _scaled(self, collected: list[torch.Tensor]) -> torch.Tensor:
-        """[N, H] float64: scale × the last-layer features, in which the energy is linear."""
-        return self.scale * torch.cat(collected, dim=1).double()
+    def _rigidity_features(self, collected: tuple[list, list]
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """φ [N, H] float64, scale × the last-layer features, in which the energy is linear,
+        and x [N, X] float64, the last readout's inputs (X = 0 without them); detached."""
+        last_layer, inputs = collected
+        phi = self.scale * torch.cat(last_layer, dim=1).double()
+        x = torch.cat(inputs, dim=1).double() if inputs else phi.new_zeros(len(phi), 0)
+        return phi.detach(), x.detach()
 
     @property
     def num_last_layer_features(self) -> int:
@@ -215,13 +228,26 @@ class Potential(nn.Module):
         return sum(readout.last_layer.in_features + (readout.last_layer.bias is not None)
                    for readout in self.readouts.values())
 
-    def last_layer_features(self, batch) -> torch.Tensor:
-        """φ [N, H] float64: each atom's scaled last-layer features (its per-atom energy is
-        w · φ_i + constants, w the readouts' last-layer weights), without gradients."""
+    @property
+    def num_readout_inputs(self) -> int:
+        """X: the width of the last readout's inputs where it has hidden layers, else 0."""
+        if self.last_readout_stage is None:
+            return 0
+        last = self.readouts[self.last_readout_stage]
+        return last.num_inputs if last.has_hidden_layers else 0
+
+    def rigidity_features(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(φ [N, H], x [N, X]) float64 without gradients: each atom's scaled last-layer
+        features (its per-atom energy is w · φ_i + constants, w the readouts' last-layer
+        weights) and the inputs of the last readout (``num_readout_inputs``)."""
         if self.embedding is None:
             raise ValueError("a Potential of energy terms alone has no last-layer features")
         with torch.no_grad():
             return self._forward(batch, False, False, False, collect_features=True)
+
+    def last_layer_features(self, batch) -> torch.Tensor:
+        """φ [N, H] of ``rigidity_features``."""
+        return self.rigidity_features(batch)[0]
 
 
 def check_species(species: Sequence[int], atomic_numbers: np.ndarray, source: str = "<atoms>",

@@ -2,9 +2,11 @@
 
 Equivariant features are laid out as e3nn does (scalars first), so the invariant channels are
 a prefix of the feature vector. Every readout is a ``Readout``: called as
-readout(features, geometry) → [N], it is a last linear layer (``last_layer``, H → 1) applied
-to its last-layer features (``last_layer_features``, [N, H]). The uncertainty of
-``equipot.model.llpr`` reads those features; the energy is linear in them.
+readout(features, geometry) → [N], it reads an invariant vector per atom (``inputs``, [N, X]),
+passes it through its hidden layers (``hidden_layers``) to its last-layer features
+(``last_layer_features``, [N, H]) and applies a last linear layer (``last_layer``, H → 1). The
+uncertainty of ``equipot.model.llpr`` reads the last-layer features, in which the energy is
+linear, and the last readout's inputs.
 """
 
 from __future__ import annotations
@@ -28,17 +30,32 @@ def leading_scalars(irreps: o3.Irreps | str) -> int:
 
 
 class Readout(nn.Module):
-    """e_i = last_layer(φ_i), φ_i = last_layer_features(features, geometry)_i: [N] from
-    [N, dim(irreps_in)] (or a block's edge features), dimensionless."""
+    """e_i = last_layer(φ_i), φ_i = hidden_layers(x_i), x_i = inputs(features, geometry)_i: [N]
+    from [N, dim(irreps_in)] (or a block's edge features), dimensionless."""
+
+    has_hidden_layers = True  # False: the inputs are the last-layer features
 
     @property
     def last_layer(self) -> nn.Linear:
         """The final linear map H → 1 (its bias, if any, is a feature of constant 1)."""
         raise NotImplementedError
 
+    @property
+    def num_inputs(self) -> int:
+        """X, the width of ``inputs``."""
+        raise NotImplementedError
+
+    def inputs(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+        """x [N, X]: the invariant vector of each atom that the readout's layers start from."""
+        raise NotImplementedError
+
+    def hidden_layers(self, x: torch.Tensor) -> torch.Tensor:
+        """φ [N, H] from x [N, X]: every layer but the last."""
+        raise NotImplementedError
+
     def last_layer_features(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         """φ [N, H]: what ``last_layer`` reads."""
-        raise NotImplementedError
+        return self.hidden_layers(self.inputs(features, geometry))
 
     def forward(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         return self.last_layer(self.last_layer_features(features, geometry)).squeeze(-1)
@@ -59,8 +76,14 @@ class ScalarReadout(Readout):
     def last_layer(self) -> nn.Linear:
         return self.network[-1]
 
-    def last_layer_features(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-        x = features[:, : self.num_scalars]
+    @property
+    def num_inputs(self) -> int:
+        return self.num_scalars
+
+    def inputs(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+        return features[:, : self.num_scalars]
+
+    def hidden_layers(self, x: torch.Tensor) -> torch.Tensor:
         for layer in islice(self.network, len(self.network) - 1):  # no sliced copy per call
             x = layer(x)
         return x
@@ -73,6 +96,8 @@ class LinearReadout(Readout):
     """Linear map of the leading scalar channels: [N, dim(irreps_in)] → [N] (dimensionless).
     The only equivariant linear map to an invariant reads the invariants."""
 
+    has_hidden_layers = False
+
     def __init__(self, irreps_in: o3.Irreps | str):
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
@@ -83,5 +108,12 @@ class LinearReadout(Readout):
     def last_layer(self) -> nn.Linear:
         return self.linear
 
-    def last_layer_features(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    @property
+    def num_inputs(self) -> int:
+        return self.num_scalars
+
+    def inputs(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         return features[:, : self.num_scalars]
+
+    def hidden_layers(self, x: torch.Tensor) -> torch.Tensor:
+        return x

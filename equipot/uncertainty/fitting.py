@@ -10,7 +10,7 @@ its own errors can scale it). (The Gaussian likelihood
 would be highest at s² = ⟨e²/σ²⟩ instead, which a few confident but wrong predictions inflate:
 on small validation sets it made σ 25 % larger than the errors.) For LLPR the regularisers,
 which shape σ across structures and atoms, are chosen on a grid by the Gaussian likelihood: ς²
-by the validation energies, λ² by the force components, each grid point with its own scale.
+by the validation energies, λ² by the force components, each grid point with its own scale(s).
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from equipot import keys
 from equipot.data.graph import label_mask
 from equipot.model.build import build_potential
 from equipot.model.ensemble import Ensemble
-from equipot.model.llpr import LLPROptions, rigidity
+from equipot.model.llpr import LLPROptions, environment_features, rigidity
 from equipot.model.potential import Potential
 from equipot.nn.scatter import scatter_sum
 from equipot.uncertainty.scores import gaussian_nll
 
-# ς² and λ² candidates, relative to the mean diagonal of FᵀF per training structure and of
-# Φ_sᵀΦ_s per training atom of s.
+# ς² and λ² candidates, relative to the mean diagonal of FᵀF per training structure and to
+# each diagonal element of Ψ_sᵀΨ_s per training atom of s.
 RELATIVE_REGULARIZERS = tuple(10.0 ** k for k in range(-12, 3))
 
 
@@ -40,8 +40,9 @@ RELATIVE_REGULARIZERS = tuple(10.0 ** k for k in range(-12, 3))
 class Residuals:
     """Validation errors (prediction − reference) and what σ is computed from: energies [G]
     (eV) of the structures with an energy label, force components [M, 3] (eV/Å) of the atoms of
-    structures with forces; for LLPR their last-layer features (totals [G, H], atoms [M, H])
-    and the atoms' species indices [M], for an ensemble the members' uncalibrated σ [G], [M]."""
+    structures with forces; for LLPR the totals of their last-layer features [G, H] and the
+    atoms' ψ [M, H'] (``equipot.model.llpr``), for an ensemble the members' uncalibrated σ [G],
+    [M]; the atoms' species indices [M]."""
 
     energy_errors: torch.Tensor
     force_errors: torch.Tensor
@@ -79,9 +80,9 @@ def residuals(model: Potential | Ensemble, dataset, batch_size: int = 16,
         predicted = model(batch, compute_forces=True)
         has_energy, has_forces = (labelled(batch, name) for name in (keys.ENERGY, keys.FORCES))
         if llpr_features:
-            features = model.last_layer_features(batch)
+            features, inputs = model.rigidity_features(batch)
             energy_inputs = scatter_sum(features, batch[keys.BATCH], batch.num_graphs)
-            force_inputs = features
+            force_inputs = environment_features(features, inputs)
         else:
             energy_inputs = predicted[keys.ENERGY_UNCERTAINTY]
             force_inputs = predicted[keys.FORCES_UNCERTAINTY]
@@ -114,47 +115,51 @@ def error(predicted: dict, batch, name: str) -> torch.Tensor:
 
 def feature_covariances(model: Potential, dataset, batch_size: int = 16
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """FᵀF [H, H] (Σ over the structures of ``dataset`` of f_A f_Aᵀ), Φ_sᵀΦ_s [S, H, H]
-    (Σ over its atoms of element s of φ_j φ_jᵀ), float64, and the atoms of each element [S]."""
+    """FᵀF [H, H] (Σ over the structures of ``dataset`` of f_A f_Aᵀ), Ψ_sᵀΨ_s [S, H', H']
+    (Σ over its atoms of element s of ψ_j ψ_jᵀ), float64, and the atoms of each element [S]."""
     size, num_species = model.num_last_layer_features, len(model.species)
+    atom_size = size + model.num_readout_inputs
     structures = torch.zeros(size, size, dtype=torch.float64)
-    atoms = torch.zeros(num_species, size, size, dtype=torch.float64)
+    atoms = torch.zeros(num_species, atom_size, atom_size, dtype=torch.float64)
     counts = torch.zeros(num_species, dtype=torch.long)
     device = next(model.parameters()).device
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         batch = batch.to(device)
-        features = model.last_layer_features(batch)
+        features, inputs = model.rigidity_features(batch)
         totals = scatter_sum(features, batch[keys.BATCH], batch.num_graphs)
         structures += (totals.T @ totals).cpu()
+        environments = environment_features(features, inputs)
         species = model.species_of_z[batch[keys.ATOMIC_NUMBERS]]
         for index in species.unique().tolist():  # a few elements, not atoms
-            rows = features[species == index]
+            rows = environments[species == index]
             atoms[index] += (rows.T @ rows).cpu()
             counts[index] += len(rows)
     return structures, atoms, counts
 
 
-def inverse_covariance(covariance: torch.Tensor, relative: float, count: torch.Tensor | float
-                       ) -> torch.Tensor:
+def inverse_covariance(covariance: torch.Tensor, relative: float, count: torch.Tensor | float,
+                       per_feature: bool = False) -> torch.Tensor:
     """(C + r c I)⁻¹, c the mean diagonal of C per data point (``count`` of them), for C
-    [H, H] or [S, H, H] (each its own c), float64 (a pseudo-inverse where that is singular)."""
-    scale = covariance.diagonal(dim1=-2, dim2=-1).mean(-1) / torch.as_tensor(
-        count, dtype=torch.float64).clamp_min(1)
-    identity = torch.eye(covariance.shape[-1], dtype=torch.float64)
-    regularized = covariance + (relative * scale)[..., None, None] * identity
+    [H, H] or [S, H, H] (each its own c); ``per_feature``: (C + r D)⁻¹, D the diagonal of C
+    per data point. Float64 (a pseudo-inverse where that is singular)."""
+    diagonal = covariance.diagonal(dim1=-2, dim2=-1) / torch.as_tensor(
+        count, dtype=torch.float64).clamp_min(1)[..., None]
+    if not per_feature:
+        diagonal = diagonal.mean(-1, keepdim=True).expand_as(diagonal)
+    regularized = covariance + torch.diag_embed(relative * diagonal)
     return torch.linalg.pinv(regularized, hermitian=True)
 
 
 def best_regularized(errors: torch.Tensor, features: torch.Tensor, covariance: torch.Tensor,
-                     count, species: torch.Tensor | None = None
+                     count, species: torch.Tensor | None = None, per_feature: bool = False
                      ) -> tuple[float, float | list[float], torch.Tensor]:
     """(relative regulariser, scale, inverse) of the highest Gaussian likelihood of ``errors``
-    [items, …] on the grid RELATIVE_REGULARIZERS, the scale fitted at each point: one, or with
-    ``species`` [items] one per element of the covariances [S, H, H]; (0, 1, pseudo-inverse)
-    without errors."""
+    [items, …] on the grid RELATIVE_REGULARIZERS (``inverse_covariance``'s, ``per_feature`` or
+    not), the scale fitted at each point: one, or with ``species`` [items] one per element of
+    the covariances [S, H, H]; (0, 1, pseudo-inverse) without errors."""
     best = None
     for relative in RELATIVE_REGULARIZERS if errors.numel() else (0.0,):
-        inverse = inverse_covariance(covariance, relative, count)
+        inverse = inverse_covariance(covariance, relative, count, per_feature)
         sigma = rigidity(features, inverse, species)
         if species is None:
             scale = scale_factor(errors, sigma)
@@ -189,7 +194,7 @@ def with_uncertainty(model: Potential | Ensemble, uncertainty: Mapping,
 
 
 def fit_llpr(model: Potential, train, valid, batch_size: int = 16) -> Potential:
-    """``model`` with a last-layer prediction rigidity fitted on ``train`` (FᵀF, Φ_sᵀΦ_s) and
+    """``model`` with a last-layer prediction rigidity fitted on ``train`` (FᵀF, Ψ_sᵀΨ_s) and
     calibrated on ``valid`` (ς² and α by its energies, λ² and each element's β_s by its
     forces), as a new model (``equipot.model.llpr``)."""
     structures, atoms, atom_counts = feature_covariances(model, train, batch_size)
@@ -198,7 +203,7 @@ def fit_llpr(model: Potential, train, valid, batch_size: int = 16) -> Potential:
         observed.energy_errors, observed.energy_inputs, structures, len(train))
     atom_regularizer, beta, atom_inverse = best_regularized(
         observed.force_errors, observed.force_inputs, atoms, atom_counts,
-        observed.force_species)
+        observed.force_species, per_feature=True)
     options = LLPROptions(regularizer, atom_regularizer, alpha, beta)
     return with_uncertainty(model, {"method": "llpr", **asdict(options)}, {
         "covariance": structures, "inverse_covariance": inverse,

@@ -348,3 +348,28 @@ def test_a_first_form_llpr_file_loads_and_predicts_its_force_sigma_as_written(tm
                                0.2 / 0.5 * out[keys.ATOMIC_ENERGIES_UNCERTAINTY],
                                rtol=1e-12, atol=0)
     assert read_checkpoint(tmp_path / "first.pt")["format_version"] == FORMAT_VERSION
+
+
+def test_a_last_layer_llpr_file_loads_and_predicts_its_force_sigma_as_written(tmp_path):
+    """Files of format 5 read each atom's last-layer features φ_i alone for its force σ,
+    σ_F,i = β √(φ_iᵀ (Φ_sᵀΦ_s + λ²)⁻¹ φ_i), with [S, H, H] atom covariances. They still load,
+    and predict exactly that."""
+    torch.manual_seed(0)
+    uncertainty = {"method": "llpr", "energy_scale": 0.5, "forces_scale": 0.2}
+    written = build_potential({**MODEL_CONFIG, "uncertainty": {
+        **uncertainty, "force_features": "last_layer"}}, dtype=torch.float64)
+    size, count = written.num_last_layer_features, len(MODEL_CONFIG["species"])
+    features = torch.randn(count, 40, size, dtype=torch.float64)
+    inverse = torch.linalg.inv(features.transpose(1, 2) @ features)
+    state = {**written.state_dict(), "uncertainty.inverse_atom_covariance": inverse}
+    torch.save({"format_version": 5, "equipot_version": "0.1.0",
+                "model_config": {**MODEL_CONFIG, "uncertainty": uncertainty},
+                "state_dict": state, "metadata": {"dtype": "float64"}}, tmp_path / "old.pt")
+    loaded = load(tmp_path / "old.pt")
+    assert loaded.config["uncertainty"]["force_features"] == "last_layer"
+    batch = Batch.from_data_list([atoms_to_graph(molecule("CH3CH2OH"), 4.0)])
+    phi = loaded.last_layer_features(batch)
+    species = loaded.species_of_z[batch[keys.ATOMIC_NUMBERS]]
+    expected = 0.2 * torch.einsum("nh,nhk,nk->n", phi, inverse[species], phi).sqrt()
+    torch.testing.assert_close(loaded(batch)[keys.FORCES_UNCERTAINTY], expected,
+                               rtol=1e-10, atol=0)

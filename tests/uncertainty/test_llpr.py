@@ -64,31 +64,49 @@ def fitted(request, copper_sets):
     return model, fit_llpr(model, *copper_sets)
 
 
-def regularized_inverse(rows, relative):
-    """(XᵀX + r c I)⁻¹, c the mean diagonal of XᵀX per row."""
-    scale = rows.square().sum(0).mean() / len(rows)
-    identity = torch.eye(rows.shape[1], dtype=torch.float64)
-    return torch.linalg.pinv(rows.T @ rows + relative * scale * identity, hermitian=True)
+def last_readout_inputs(model, atoms):
+    """x_i: what the first linear layer of the last readout's MLP reads, caught by a hook."""
+    caught = []
+    first_layer = list(model.readouts.values())[-1].network[0]
+    handle = first_layer.register_forward_pre_hook(lambda _, args: caught.append(args[0]))
+    model(Batch.from_data_list([atoms_to_graph(atoms, model.cutoff)]), compute_forces=False)
+    handle.remove()
+    return caught[0].detach().double()
+
+
+def regularized_inverse(rows, relative, per_feature=False):
+    """(XᵀX + r c I)⁻¹, c the mean diagonal of XᵀX per row; ``per_feature``: (XᵀX + r D)⁻¹,
+    D the diagonal of XᵀX per row."""
+    diagonal = rows.square().sum(0) / len(rows)
+    ridge = torch.diag(diagonal if per_feature else diagonal.mean().expand_as(diagonal))
+    return torch.linalg.pinv(rows.T @ rows + relative * ridge, hermitian=True)
 
 
 def quadratic(x, inverse):
     return torch.sqrt(torch.einsum("nh,hk,nk->n", x, inverse, x)).numpy()
 
 
+def environments(model, atoms):
+    """ψ_i = [φ_i, x_i]: an atom's gradient features and the last readout's inputs."""
+    return torch.cat([gradient_features(model, atoms, per_atom=True),
+                      last_readout_inputs(model, atoms)], dim=1)
+
+
 def assert_closed_form(model, with_llpr, training, structures):
-    """σ_E = α √(fᵀ (FᵀF + ς²)⁻¹ f), σ(e_i) = α √(φ_iᵀ (FᵀF + ς²)⁻¹ φ_i) and
-    σ(F_i) = β √(φ_iᵀ (Φ_sᵀΦ_s + λ²)⁻¹ φ_i), from gradient features."""
+    """σ_E = α √(fᵀ (FᵀF + ς²)⁻¹ f), σ(e_i) = α √(φ_iᵀ (FᵀF + ς²)⁻¹ φ_i) from gradient
+    features, and σ(F_i) = β_s √(ψ_iᵀ (Ψ_sᵀΨ_s + λ² D_s)⁻¹ ψ_i), ψ_i = [φ_i, x_i]."""
     options = with_llpr.uncertainty.options
     F = torch.cat([gradient_features(model, atoms) for atoms in training])
     inverse = regularized_inverse(F, options.regularizer)
-    Phi = torch.cat([gradient_features(model, atoms, per_atom=True) for atoms in training])
+    Psi = torch.cat([environments(model, atoms) for atoms in training])
     numbers = np.concatenate([atoms.numbers for atoms in training])
-    atom_inverse = {z: regularized_inverse(Phi[numbers == z], options.atom_regularizer)
-                    for z in np.unique(numbers)}
+    atom_inverse = {z: regularized_inverse(Psi[numbers == z], options.atom_regularizer,
+                                           per_feature=True) for z in np.unique(numbers)}
     calculator = EquipotCalculator(with_llpr)
     for atoms in structures:
         f = gradient_features(model, atoms)
         phi = gradient_features(model, atoms, per_atom=True)
+        psi = environments(model, atoms)
         atoms = atoms.copy()
         atoms.calc = calculator
         atoms.get_potential_energy()
@@ -97,7 +115,7 @@ def assert_closed_form(model, with_llpr, training, structures):
                                    options.energy_scale * quadratic(f, inverse)[0], rtol=1e-8)
         np.testing.assert_allclose(results["energies_uncertainty"],
                                    options.energy_scale * quadratic(phi, inverse), rtol=1e-8)
-        expected = [quadratic(phi[k:k + 1], atom_inverse[z])[0]
+        expected = [quadratic(psi[k:k + 1], atom_inverse[z])[0]
                     for k, z in enumerate(atoms.numbers)]
         scales = np.broadcast_to(options.forces_scale, len(model.species))
         np.testing.assert_allclose(results["forces_uncertainty"], np.array(expected) * scales[
