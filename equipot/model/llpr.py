@@ -119,7 +119,8 @@ def rigidity(features: torch.Tensor, inverse_covariance: torch.Tensor,
         projected = features @ inverse_covariance  # [items, H]
     else:  # one product with every species' C⁻¹ side by side, then each item's own
         size = features.shape[1]
-        every = features @ inverse_covariance.transpose(0, 1).reshape(size, -1)  # [items, S·H]
+        # C⁻¹ is symmetric, so its rows stacked over species, transposed, are [H, S·H] as a view
+        every = features @ inverse_covariance.reshape(-1, size).T  # [items, S·H]
         projected = every.view(features.shape[0], inverse_covariance.shape[0], size).gather(
             1, species.view(-1, 1, 1).expand(-1, 1, size)).squeeze(1)
     return (projected * features).sum(-1).clamp_min(0).sqrt()
