@@ -30,10 +30,10 @@ joins features of different kinds and sizes). It costs two small quadratic forms
 beyond the forward pass. Each element's leverage is measured among its own N_s training atoms
 (about dim ψ / N_s in distribution), so its size says nothing of that element's error level:
 β_s is one scale per element. On acetylacetone this σ orders structures by force error with
-Spearman 0.83–0.93 (MACE, PaiNN, SchNet) and grows 1.55–1.65× from 300 K to 600 K data, where
-φ_i alone with one β grew 1.42–1.50× (MACE; docs/benchmarks.md); each atom's structure-level
-rigidity σ(e_i)/α, the first form, did not order structures at all (Spearman −0.01). Files
-written before format 6 (``force_features:
+Spearman 0.82–0.93 and grows 1.55–2.0× from 300 K to 600 K data (MACE, PaiNN, SchNet,
+DimeNet++; NequIP 1.45×), where φ_i alone with one β grew 1.42–1.50× (MACE;
+docs/benchmarks.md); each atom's structure-level rigidity σ(e_i)/α, the first form, did not
+order structures at all (Spearman −0.01). Files written before format 6 (``force_features:
 last_layer``) keep ψ_i = φ_i. α, β_s, ς² and λ² are calibrated on validation data
 (``equipot.uncertainty.fitting``).
 """
