@@ -61,20 +61,13 @@ class Readout(nn.Module):
         return self.last_layer(self.last_layer_features(features, geometry)).squeeze(-1)
 
 
-class ScalarReadout(Readout):
-    """MLP of the leading scalar (0e) channels: [N, dim(irreps_in)] → [N] (dimensionless).
-    ``activation`` and ``bias`` as in ``equipot.nn.mlp.mlp``."""
+class ScalarsReadout(Readout):
+    """A readout whose inputs are the leading scalar (0e) channels of [N, dim(irreps_in)]."""
 
-    def __init__(self, irreps_in: o3.Irreps | str, hidden: int,
-                 activation: type[nn.Module] = ShiftedSoftplus, bias: bool = True):
+    def __init__(self, irreps_in: o3.Irreps | str):
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
         self.num_scalars = leading_scalars(self.irreps_in)
-        self.network = mlp(self.num_scalars, hidden, 1, activation=activation, bias=bias)
-
-    @property
-    def last_layer(self) -> nn.Linear:
-        return self.network[-1]
 
     @property
     def num_inputs(self) -> int:
@@ -82,6 +75,20 @@ class ScalarReadout(Readout):
 
     def inputs(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         return features[:, : self.num_scalars]
+
+
+class ScalarReadout(ScalarsReadout):
+    """MLP of the leading scalar (0e) channels: [N, dim(irreps_in)] → [N] (dimensionless).
+    ``activation`` and ``bias`` as in ``equipot.nn.mlp.mlp``."""
+
+    def __init__(self, irreps_in: o3.Irreps | str, hidden: int,
+                 activation: type[nn.Module] = ShiftedSoftplus, bias: bool = True):
+        super().__init__(irreps_in)
+        self.network = mlp(self.num_scalars, hidden, 1, activation=activation, bias=bias)
+
+    @property
+    def last_layer(self) -> nn.Linear:
+        return self.network[-1]
 
     def hidden_layers(self, x: torch.Tensor) -> torch.Tensor:
         for layer in islice(self.network, len(self.network) - 1):  # no sliced copy per call
@@ -92,28 +99,19 @@ class ScalarReadout(Readout):
         return self.network(features[:, : self.num_scalars]).squeeze(-1)  # as above, unsliced
 
 
-class LinearReadout(Readout):
+class LinearReadout(ScalarsReadout):
     """Linear map of the leading scalar channels: [N, dim(irreps_in)] → [N] (dimensionless).
     The only equivariant linear map to an invariant reads the invariants."""
 
     has_hidden_layers = False
 
     def __init__(self, irreps_in: o3.Irreps | str):
-        super().__init__()
-        self.irreps_in = o3.Irreps(irreps_in)
-        self.num_scalars = leading_scalars(self.irreps_in)
+        super().__init__(irreps_in)
         self.linear = nn.Linear(self.num_scalars, 1, bias=False)
 
     @property
     def last_layer(self) -> nn.Linear:
         return self.linear
-
-    @property
-    def num_inputs(self) -> int:
-        return self.num_scalars
-
-    def inputs(self, features: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-        return features[:, : self.num_scalars]
 
     def hidden_layers(self, x: torch.Tensor) -> torch.Tensor:
         return x
