@@ -75,7 +75,8 @@ class Potential(nn.Module):
         self.envelope = envelope
         self.blocks = nn.ModuleList(blocks)
         self.readouts = nn.ModuleDict({str(stage): readouts[stage] for stage in sorted(readouts)})
-        self.last_readout_stage = str(max(readouts)) if readouts else None
+        last = str(max(readouts)) if readouts else None  # the stage whose inputs LLPR reads
+        self.inputs_stage = last if last and self.readouts[last].has_hidden_layers else None
         self.energy_terms = nn.ModuleList(energy_terms)
         self.distance_floor = distance_floor
         self.uncertainty: nn.Module | None = None  # see equipot.model.llpr
@@ -209,7 +210,7 @@ class Potential(nn.Module):
         last_layer.append(phi)
         if readout.last_layer.bias is not None:
             last_layer.append(torch.ones_like(phi[:, :1]))
-        if str(stage) == self.last_readout_stage and readout.has_hidden_layers:
+        if str(stage) == self.inputs_stage:
             inputs.append(x)
         return readout.last_layer(phi).squeeze(-1)
 
@@ -231,10 +232,7 @@ class Potential(nn.Module):
     @property
     def num_readout_inputs(self) -> int:
         """X: the width of the last readout's inputs where it has hidden layers, else 0."""
-        if self.last_readout_stage is None:
-            return 0
-        last = self.readouts[self.last_readout_stage]
-        return last.num_inputs if last.has_hidden_layers else 0
+        return self.readouts[self.inputs_stage].num_inputs if self.inputs_stage else 0
 
     def rigidity_features(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(φ [N, H], x [N, X]) float64 without gradients: each atom's scaled last-layer

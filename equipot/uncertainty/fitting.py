@@ -6,9 +6,9 @@ Calibration makes predicted σ and observed errors agree on the validation set: 
 s² = ⟨e²⟩ / ⟨σ²⟩, so that the RMS of the calibrated σ is the RMSE, separately for energies
 (per structure; per-atom energies share it) and for force components, those of LLPR element
 by element (each element's force leverage is measured among its own training atoms, so only
-its own errors can scale it). (The Gaussian likelihood
-would be highest at s² = ⟨e²/σ²⟩ instead, which a few confident but wrong predictions inflate:
-on small validation sets it made σ 25 % larger than the errors.) For LLPR the regularisers,
+its own errors can scale it). (The Gaussian likelihood would be highest at s² = ⟨e²/σ²⟩
+instead, which a few confident but wrong predictions inflate: on small validation sets it
+made σ 25 % larger than the errors.) For LLPR the regularisers,
 which shape σ across structures and atoms, are chosen on a grid by the Gaussian likelihood: ς²
 by the validation energies, λ² by the force components, each grid point with its own scale(s).
 """
